@@ -1,0 +1,12 @@
+// Package cache is the gate's store: one bbolt file holding the event's
+// trust list, whitelist and revocations, the tickets already used, and the
+// journal of every decision with its outbox for the centre.
+//
+// A decision, its journal record, its outbox record and the ticket's use
+// are committed in one transaction before Record returns, so a verdict that
+// was signalled is never lost, even to a power cut. Concurrent callers share
+// transactions (group commit): one fsync serves every scan that arrived
+// while the previous commit was on disk.
+//
+// Buckets: meta, tickets, revocations, used, codes, journal, outbox.
+package cache

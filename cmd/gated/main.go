@@ -1,0 +1,280 @@
+// Command gated is the gate daemon: it reads ticket codes from scanners,
+// decides ADMIT or DENY offline against its store, records every decision
+// durably, then signals it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/gate"
+	"github.com/gated-dev/gated/internal/cli"
+	"github.com/gated-dev/gated/scanner"
+	"github.com/gated-dev/gated/verify"
+)
+
+const usage = `usage: gated COMMAND [flags]
+
+commands:
+  run        --data DIR --gate GATE [--scanner URI]... [--output console|json] [--config FILE]
+             decide scans until input ends or SIGTERM
+  provision  --data DIR FILE   load a signed bundle from gatesync export
+  journal    --data DIR        print every decision, one JSON object a line
+  status     --data DIR        print what the gate holds
+
+Run gated COMMAND --help for a command's flags.
+`
+
+// command is one subcommand. Commands in other files add themselves to
+// commands in an init function.
+type command func(args []string, io stdio, now func() time.Time) error
+
+var commands = map[string]command{
+	"run": cmdRun, "provision": cmdProvision, "journal": cmdJournal, "status": cmdStatus,
+}
+
+type stdio struct {
+	in          io.Reader
+	out, errOut io.Writer
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr}, time.Now))
+}
+
+func run(args []string, io stdio, now func() time.Time) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(io.errOut, usage)
+		if len(args) == 0 {
+			return cli.ExitUsage
+		}
+		return cli.ExitOK
+	}
+	f, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(io.errOut, "gated: unknown command %q\n\n%s", args[0], usage)
+		return cli.ExitUsage
+	}
+	err := f(args[1:], io, now)
+	var ue *cli.UsageError
+	var ce *gate.ConfigError
+	switch {
+	case err == nil:
+		return cli.ExitOK
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(io.errOut, usage)
+		return cli.ExitOK
+	case errors.As(err, &ue), errors.As(err, &ce):
+		fmt.Fprintf(io.errOut, "gated %s: %v\n", args[0], err)
+		return cli.ExitUsage
+	default:
+		fmt.Fprintf(io.errOut, "gated %s: %v\n", args[0], err)
+		return cli.ExitFail
+	}
+}
+
+func dataOnly(name string, args []string) (string, []string, error) {
+	fs := flag.NewFlagSet("gated "+name, flag.ContinueOnError)
+	data := fs.String("data", "", "gate data directory (required)")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return "", nil, err
+	}
+	if *data == "" {
+		return "", nil, cli.Usagef("--data DIR is required")
+	}
+	return *data, pos, nil
+}
+
+func cmdProvision(args []string, io stdio, _ func() time.Time) error {
+	data, pos, err := dataOnly("provision", args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return cli.Usagef("give one bundle file: gated provision --data DIR FILE")
+	}
+	b, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	s, err := cache.Open(data, nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	r, err := s.Provision(b)
+	if err != nil {
+		return fmt.Errorf("%s refused: %w", pos[0], err)
+	}
+	st, err := s.State()
+	if err != nil {
+		return err
+	}
+	if r.FirstRoot {
+		fmt.Fprintf(io.out, "pinned root key %s (compare it with `gatesync init`'s output)\n", verify.Fingerprint(st.Root))
+	}
+	fmt.Fprintf(io.out, "provisioned event %s: bundle version %d, %d tickets, %d revocations, %d issuer keys\n",
+		r.Event, r.Version, r.Tickets, r.Revocations, len(st.Trust.Keys))
+	return nil
+}
+
+func cmdJournal(args []string, io stdio, _ func() time.Time) error {
+	data, pos, err := dataOnly("journal", args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("unexpected argument %q", pos[0])
+	}
+	if _, err := os.Stat(data); err != nil {
+		return fmt.Errorf("no gate data at %s: %w", data, err)
+	}
+	s, err := cache.Open(data, nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	enc := json.NewEncoder(io.out)
+	return s.Journal(0, func(e cache.Entry) error { return enc.Encode(&e) })
+}
+
+func cmdStatus(args []string, io stdio, _ func() time.Time) error {
+	data, _, err := dataOnly("status", args)
+	if err != nil {
+		return err
+	}
+	s, err := cache.Open(data, nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	out := map[string]any{}
+	if st, err := s.State(); err == nil {
+		out["event"], out["bundle_version"], out["bundle_created"] = st.Event, st.BundleVersion, st.BundleCreated
+		out["root"], out["issuer_keys"] = verify.Fingerprint(st.Root), len(st.Trust.Keys)
+	} else if !errors.Is(err, cache.ErrNotProvisioned) {
+		return err
+	}
+	stats, err := s.Stats()
+	if err != nil {
+		return err
+	}
+	out["tickets"], out["revocations"], out["used"], out["journal"], out["outbox"], out["last_seq"] =
+		stats.Tickets, stats.Revocations, stats.Used, stats.Journal, stats.Outbox, stats.LastSeq
+	enc := json.NewEncoder(io.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// runConfig merges the config file and the flags given; flags win.
+func runConfig(args []string) (*gate.Config, error) {
+	fs := flag.NewFlagSet("gated run", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "YAML config file; flags override it")
+	data := fs.String("data", "", "gate data directory")
+	gateID := fs.String("gate", "", "this gate's id")
+	var scanners, zones cli.Strings
+	fs.Var(&scanners, "scanner", "scanner URI, repeatable (default stdin:)")
+	fs.Var(&zones, "zone", "zone this gate admits, repeatable (default: all)")
+	output := fs.String("output", "", "console (default) or json")
+	strict := fs.Bool("strict", false, "deny valid tickets that are not in the whitelist")
+	age := fs.Duration("max-code-age", 0, "oldest rotating code accepted (default 30s)")
+	skew := fs.Duration("max-code-skew", 0, "how far ahead of the clock a rotating code may be (default 10s)")
+	level := fs.String("log-level", "", "debug, info, warn or error")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) > 0 {
+		return nil, cli.Usagef("unexpected argument %q", pos[0])
+	}
+	cfg := &gate.Config{}
+	if *cfgPath != "" {
+		if cfg, err = gate.LoadConfig(*cfgPath); err != nil {
+			return nil, err
+		}
+	}
+	set := cli.Set(fs)
+	if set["data"] {
+		cfg.Data = *data
+	}
+	if set["gate"] {
+		cfg.Gate = *gateID
+	}
+	if set["scanner"] {
+		cfg.Scanners = scanners
+	}
+	if set["zone"] {
+		cfg.Zones = zones
+	}
+	if set["output"] {
+		cfg.Output = *output
+	}
+	if set["strict"] {
+		cfg.Strict = *strict
+	}
+	if set["max-code-age"] {
+		cfg.MaxCodeAge = *age
+	}
+	if set["max-code-skew"] {
+		cfg.MaxCodeSkew = *skew
+	}
+	if set["log-level"] {
+		cfg.LogLevel = *level
+	}
+	return cfg, cfg.Validate()
+}
+
+func cmdRun(args []string, io stdio, now func() time.Time) error {
+	cfg, err := runConfig(args)
+	if err != nil {
+		return err
+	}
+	log := cli.Logger(io.errOut, cfg.LogLevel).With("component", "gated", "gate", cfg.Gate)
+	var sources []scanner.Source
+	for _, uri := range cfg.Scanners {
+		src, err := scanner.Open(uri, scanner.Env{Stdin: io.in, Now: now})
+		if err != nil {
+			return &gate.ConfigError{Msg: err.Error()}
+		}
+		sources = append(sources, src)
+	}
+	store, err := cache.Open(cfg.Data, &cache.Options{Logger: log.With("component", "cache")})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	st, err := store.State()
+	if errors.Is(err, cache.ErrNotProvisioned) {
+		return fmt.Errorf("%s holds no bundle yet: run gated provision --data %s BUNDLE (from gatesync export)", cfg.Data, cfg.Data)
+	}
+	if err != nil {
+		return err
+	}
+	if t := now(); t.Before(st.BundleCreated.Add(-5 * time.Minute)) {
+		log.Warn("gate clock is behind the bundle's creation time: validity checks will be wrong; set the clock",
+			"clock", t.UTC().Format(time.RFC3339), "bundle_created", st.BundleCreated.Format(time.RFC3339))
+	}
+	v := verify.NewVerifier(verify.Policy{Event: st.Event, Zones: cfg.Zones, Strict: cfg.Strict,
+		MaxCodeAge: cfg.MaxCodeAge, MaxCodeSkew: cfg.MaxCodeSkew}, st.Trust)
+	var out gate.Signaller = gate.NewConsoleLines(io.out)
+	if cfg.Output == "json" {
+		out = gate.NewJSONLines(io.out)
+	}
+	g := gate.New(cfg.Gate, store, v, log, out)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log.Info("gate running", "event", st.Event, "bundle_version", st.BundleVersion, "scanners", len(sources))
+	g.Run(ctx, sources)
+	log.Info("gate stopped")
+	return nil
+}

@@ -1,0 +1,121 @@
+// Package gate is the decision loop: scans from every source are parsed,
+// verified, decided against the store, committed, and only then signalled.
+package gate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/scanner"
+	"github.com/gated-dev/gated/verify"
+)
+
+// Signaller shows a committed decision to people or devices: the console,
+// a JSON stream, a relay. Signal is called from several goroutines at once.
+type Signaller interface {
+	Signal(e cache.Entry)
+}
+
+// Store is what the loop needs of the gate's store.
+type Store interface {
+	Entry(id verify.TicketID) (*verify.TicketEntry, error)
+	Record(ctx context.Context, v *verify.Verifier, s cache.Scan) (cache.Entry, error)
+}
+
+// Gate decides scans. It is safe for concurrent use.
+type Gate struct {
+	id       string
+	store    Store
+	verifier atomic.Pointer[verify.Verifier]
+	signals  []Signaller
+	log      *slog.Logger
+}
+
+// New returns a gate with id deciding against store with v.
+func New(id string, store Store, v *verify.Verifier, log *slog.Logger, signals ...Signaller) *Gate {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gate{id: id, store: store, signals: signals, log: log}
+	g.verifier.Store(v)
+	return g
+}
+
+// SetVerifier swaps in a verifier, e.g. after a new trust list arrived.
+// Scans already being decided finish with the old one.
+func (g *Gate) SetVerifier(v *verify.Verifier) { g.verifier.Store(v) }
+
+// Decide decides one scan, commits it, then signals it. It returns the
+// journal entry, which on a storage failure is an uncommitted DENY.
+func (g *Gate) Decide(ctx context.Context, s scanner.Scan) cache.Entry {
+	v := g.verifier.Load()
+	sc := cache.Scan{At: s.At.UTC(), Gate: g.id, Scanner: s.Source}
+	if s.Truncated {
+		sc.Pre = verify.Result{Reason: verify.ReasonMalformed, Detail: fmt.Sprintf("scan longer than %d bytes", len(s.Data))}
+	} else if tok, err := verify.Parse(s.Data); err != nil {
+		sc.Pre = verify.Result{Reason: verify.ReasonMalformed, Detail: err.Error()}
+	} else {
+		sc.Token = tok
+		var entry *verify.TicketEntry
+		if tok.Kind == verify.KindRotatingShort {
+			if entry, err = g.store.Entry(tok.Credential.Ticket); err != nil {
+				sc.Pre = verify.Result{Reason: verify.ReasonStorageFailure, Detail: err.Error()}
+			}
+		}
+		if sc.Pre.Reason == "" {
+			sc.Pre = v.Check(tok, sc.At, entry)
+		}
+	}
+	e, err := g.store.Record(ctx, v, sc)
+	if err != nil {
+		g.log.Error("decision not recorded", "err", err, "scanner", s.Source)
+	}
+	for _, sig := range g.signals {
+		sig.Signal(e)
+	}
+	return e
+}
+
+// Run reads every source and decides their scans until all sources end or
+// ctx is done. Each source is read in order; sources run concurrently and
+// share commits. A scan that was read is always decided and recorded, even
+// when ctx ends while it is in flight.
+func (g *Gate) Run(ctx context.Context, sources []scanner.Source) {
+	decideCtx := context.WithoutCancel(ctx)
+	var wg sync.WaitGroup
+	for _, src := range sources {
+		ch := make(chan scanner.Scan)
+		go func() {
+			if err := src.Run(ctx, ch); err != nil {
+				g.log.Error("scanner stopped", "scanner", src.Name(), "err", err)
+			}
+			close(ch)
+		}()
+		fb, _ := src.(scanner.Feedback)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case s, ok := <-ch:
+					if !ok {
+						return
+					}
+					e := g.Decide(decideCtx, s)
+					if fb != nil {
+						if err := fb.Signal(decideCtx, s, e.Verdict == cache.Admit); err != nil {
+							g.log.Warn("scanner feedback failed", "scanner", src.Name(), "err", err)
+						}
+					}
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}

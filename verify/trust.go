@@ -84,7 +84,7 @@ type IssuerKey struct {
 	KeyID     uint16            `json:"kid"`
 	PublicKey ed25519.PublicKey `json:"public_key"`
 	NotBefore time.Time         `json:"not_before"`
-	NotAfter  time.Time         `json:"not_after"`          // zero: open-ended
+	NotAfter  time.Time         `json:"not_after"`        // zero: open-ended
 	Events    []string          `json:"events,omitempty"` // empty: any event
 }
 

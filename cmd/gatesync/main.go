@@ -178,7 +178,9 @@ func cmdIssue(args []string, stdout io.Writer, now func() time.Time) error {
 	return nil
 }
 
-func ticketFlag(fs *flag.FlagSet) *string { return fs.String("ticket", "", "ticket id (24 hex characters; required)") }
+func ticketFlag(fs *flag.FlagSet) *string {
+	return fs.String("ticket", "", "ticket id (24 hex characters; required)")
+}
 
 func ticketID(s string) (verify.TicketID, error) {
 	if s == "" {

@@ -171,4 +171,3 @@ func cmdStatus(args []string, io stdio, _ func() time.Time) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
 }
-

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 	"github.com/gated-dev/gated/cache"
 	"github.com/gated-dev/gated/scanner"
 	"github.com/gated-dev/gated/verify"
-	bolt "go.etcd.io/bbolt"
 )
 
 type benchWorld struct {

@@ -101,7 +101,8 @@ func (t *terminated) feed(p []byte, now time.Time) ([]frame, []byte) {
 
 func (t *terminated) emit(out []frame, b []byte, truncated bool) []frame {
 	f := frame{truncated: truncated}
-	b = bytes.TrimSpace(b)
+	// Only line ends and NULs: a Base45 ticket may end with a space.
+	b = bytes.Trim(b, "\r\n\x00")
 	if t.aim {
 		var skipped int
 		f.symbology, b, skipped = splitAIM(b)

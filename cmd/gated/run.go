@@ -82,7 +82,7 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 	log := cli.Logger(io.errOut, cfg.LogLevel).With("component", "gated", "gate", cfg.Gate)
 	var sources []scanner.Source
 	for _, uri := range cfg.Scanners {
-		src, err := scanner.Open(uri, scanner.Env{Stdin: io.in, Now: now})
+		src, err := scanner.Open(uri, scanner.Env{Stdin: io.in, Now: now, Log: log})
 		if err != nil {
 			return &gate.ConfigError{Msg: err.Error()}
 		}

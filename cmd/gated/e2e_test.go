@@ -190,7 +190,7 @@ func TestEveryReason(t *testing.T) {
 
 	s.provision("expo")
 	binary := string([]byte{0x00, 0xff, 0xfe, 0x1b, '[', '2', 'J', 0x07})
-	huge := strings.Repeat("G1:", 350_000) // a 1 MB line
+	huge := strings.Repeat("G1:", 350_000)                  // a 1 MB line
 	scans := append(append([]string{}, valid...), valid[0], // a second scan
 		ga, vip, expired, early, otherEvent, revoked, transferred, newCode, forged, unknownKey,
 		flipChar(valid[1], len(valid[1])-10), // tampered

@@ -1,0 +1,626 @@
+// Package gatelink is the gate's side of sync: it drains the store's
+// outbox to the centre over MQTT and applies what the centre sends back.
+//
+// Uplink: the bbolt outbox is the only queue that survives. Batches of
+// outbox records are published at QoS 1, at most MaxInFlight at a time;
+// a record leaves the outbox only when a signed Ack from the centre says
+// it is durably stored there. The broker's PUBACK and paho's in-memory
+// store prove nothing of the sort, so they are not relied on: after a
+// reconnect, a restart or an ack timeout, sending resumes from the first
+// record still in the outbox, and the centre drops the duplicates.
+//
+// Downlink: deltas, snapshots, live admissions from other gates and acks
+// are signed by the centre's root key, which the store pins; anything
+// that fails verification is logged and ignored. Each change is applied in
+// one store transaction with a version check; a gap in delta versions
+// makes the gate ask for a resync (a Hello).
+//
+// The gate never waits for the link: with the broker absent, Run keeps
+// retrying in the background and scans are decided as always.
+package gatelink
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/verify"
+)
+
+// Store is what the link needs of the gate's store (cache.Store).
+// Its methods must be safe for concurrent use.
+type Store interface {
+	SyncState() (cache.SyncState, error)
+	Outbox(after uint64, max int) ([]cache.Outgoing, error)
+	Acknowledge(first, last uint64) (int, error)
+	ApplyChange(c *cache.Change) (*verify.TrustList, error)
+	ApplySnapshot(s *cache.Snapshot) (*verify.TrustList, error)
+	MarkUsedBatch(ids []verify.TicketID, uses []verify.Use) (int, error)
+}
+
+// Options configure a Link. Broker, Venue and Gate are required; the zero
+// value of every other field is a safe default.
+type Options struct {
+	// Broker is the broker URL: tcp://HOST:PORT, or ssl://, tls://,
+	// mqtts:// for TLS.
+	Broker string
+	// Venue and Gate name this gate in topics.
+	Venue, Gate string
+	// Username and Password authenticate at the broker (optional).
+	Username, Password string
+	// TLS is used for TLS brokers; nil means the system roots.
+	TLS *tls.Config
+	// BatchSize bounds the entries of one uplink message (default 500).
+	BatchSize int
+	// MaxInFlight bounds the batches sent and not yet acked (default 4).
+	MaxInFlight int
+	// AckTimeout is how long to wait for an ack before sending again from
+	// the first unacked record (default 15s).
+	AckTimeout time.Duration
+	// Heartbeat is the retained status interval (default 10s).
+	Heartbeat time.Duration
+	// SnapshotTimeout drops a snapshot whose chunks stop arriving and asks
+	// again (default 60s).
+	SnapshotTimeout time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Logger gets sync events (default: discard).
+	Logger *slog.Logger
+	// OnTrust is called after a new trust list was stored, so the gate can
+	// verify with it (gate.SetVerifier).
+	OnTrust func(*verify.TrustList)
+}
+
+func (o *Options) defaults() error {
+	if o.Broker == "" {
+		return errors.New("no broker URL")
+	}
+	if !wire.ValidID(o.Venue) || !wire.ValidID(o.Gate) {
+		return fmt.Errorf("venue %q and gate %q must be 1-64 letters, digits, '.', '_' or '-'", o.Venue, o.Gate)
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	o.BatchSize = min(o.BatchSize, wire.MaxBatch)
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 4
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 15 * time.Second
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 10 * time.Second
+	}
+	if o.SnapshotTimeout <= 0 {
+		o.SnapshotTimeout = 60 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Link is a running sync connection. Create it with New, run it with Run.
+type Link struct {
+	o     Options
+	store Store
+	log   *slog.Logger
+	root  ed25519.PublicKey
+	event string
+	inst  string
+
+	client mqtt.Client
+	nudge  chan struct{}
+	conn   chan bool
+	acks   chan *wire.Ack
+	hello  chan string
+	inbox  chan message
+
+	connected atomic.Bool
+	offsetMs  atomic.Int64
+
+	mu    sync.Mutex
+	stats Stats
+}
+
+type message struct {
+	topic   string
+	payload []byte
+}
+
+// Stats count what a link did, for status output and tests.
+type Stats struct {
+	Sent, Acked, Resent  int // entries
+	Deltas, Snapshots    int // applied
+	LiveUses             int // uses from other gates stored
+	Rejected             int // downlink messages ignored for failing checks
+	Resyncs, AckTimeouts int
+}
+
+// New prepares a link for a provisioned store.
+func New(store Store, o Options) (*Link, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	st, err := store.SyncState()
+	if err != nil {
+		return nil, err
+	}
+	l := &Link{o: o, store: store, log: o.Logger, root: st.Root, event: st.Event, inst: st.Instance,
+		nudge: make(chan struct{}, 1), conn: make(chan bool, 8), acks: make(chan *wire.Ack, 64),
+		hello: make(chan string, 1), inbox: make(chan message, 256)}
+	return l, nil
+}
+
+// Stats returns the counters so far.
+func (l *Link) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stats
+}
+
+func (l *Link) count(f func(*Stats)) {
+	l.mu.Lock()
+	f(&l.stats)
+	l.mu.Unlock()
+}
+
+// Connected reports whether the broker connection is up.
+func (l *Link) Connected() bool { return l.connected.Load() }
+
+// ClockOffset is the latest estimate of centre clock minus gate clock.
+func (l *Link) ClockOffset() time.Duration {
+	return time.Duration(l.offsetMs.Load()) * time.Millisecond
+}
+
+// Nudge tells the link that the outbox has new records. It never blocks.
+func (l *Link) Nudge() {
+	select {
+	case l.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Signal makes a Link a gate.Signaller: every committed decision nudges
+// the uplink, so an admission reaches the centre (and the other gates)
+// at once.
+func (l *Link) Signal(cache.Entry) { l.Nudge() }
+
+func (l *Link) topic(kind string) string { return wire.GateTopic(l.o.Venue, l.o.Gate, kind) }
+
+func (l *Link) status(online bool) []byte {
+	s := wire.Status{V: wire.Version, Gate: l.o.Gate, Online: online, Instance: l.inst, Event: l.event,
+		At: l.o.Now().UTC(), ClockOffsetMs: l.offsetMs.Load()}
+	if online {
+		if st, err := l.store.SyncState(); err == nil {
+			s.Outbox, s.LastSeq, s.WhitelistVersion = st.Outbox, st.LastSeq, st.Version
+		}
+	}
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// Run connects and syncs until ctx is done, then marks the gate offline
+// and disconnects. It returns nil on a clean stop.
+func (l *Link) Run(ctx context.Context) error {
+	co := mqtt.NewClientOptions().AddBroker(l.o.Broker).
+		SetClientID("gated-" + l.o.Venue + "-" + l.o.Gate).
+		SetCleanSession(false). // the broker keeps our deltas and live uses while we are away
+		SetAutoReconnect(true).SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(5 * time.Second).
+		SetKeepAlive(15 * time.Second).SetPingTimeout(5 * time.Second).
+		SetConnectTimeout(5 * time.Second).SetWriteTimeout(5 * time.Second).
+		SetOrderMatters(true).
+		SetBinaryWill(l.topic(wire.KindStatus), l.status(false), 1, true).
+		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { l.receive(ctx, m) }).
+		SetOnConnectHandler(func(c mqtt.Client) { l.onConnect(c) }).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			l.log.Warn("broker connection lost", "err", err)
+			l.connected.Store(false)
+			l.conn <- false
+		})
+	if l.o.Username != "" {
+		co.SetUsername(l.o.Username).SetPassword(l.o.Password)
+	}
+	if l.o.TLS != nil {
+		co.SetTLSConfig(l.o.TLS)
+	}
+	l.client = mqtt.NewClient(co)
+	l.client.Connect() // with ConnectRetry this never gives up; we do not wait for it
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); l.downlink(ctx) }()
+	l.uplink(ctx)
+	wg.Wait()
+	if l.client.IsConnected() {
+		t := l.client.Publish(l.topic(wire.KindStatus), 1, true, l.status(false))
+		t.WaitTimeout(2 * time.Second)
+	}
+	l.client.Disconnect(500)
+	return nil
+}
+
+// receive runs on paho's router goroutine: it must not call paho, so it
+// only queues. Blocking here when the queue is full slows the broker down
+// for this client, which is the back-pressure we want during a snapshot.
+func (l *Link) receive(ctx context.Context, m mqtt.Message) {
+	select {
+	case l.inbox <- message{topic: m.Topic(), payload: m.Payload()}:
+	case <-ctx.Done():
+	}
+}
+
+func (l *Link) onConnect(c mqtt.Client) {
+	subs := map[string]byte{
+		l.topic(wire.KindAck): 1, l.topic(wire.KindSync): 1,
+		wire.VenueTopic(l.o.Venue, wire.KindWhitelist): 1, wire.VenueTopic(l.o.Venue, wire.KindLive): 1,
+	}
+	t := c.SubscribeMultiple(subs, nil)
+	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+		l.log.Error("subscribe failed", "err", t.Error())
+	}
+	l.log.Info("connected to broker", "broker", l.o.Broker)
+	l.connected.Store(true)
+	l.conn <- true
+}
+
+type inflight struct {
+	first, last uint64
+	sentAt      time.Time
+}
+
+// uplink owns the in-flight window; only it publishes entries.
+func (l *Link) uplink(ctx context.Context) {
+	var (
+		window    []inflight
+		sentTo    uint64 // highest seq published since the last reset
+		lastHello time.Time
+		pending   string // a hello waiting for its rate limit
+	)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	beat := time.NewTicker(l.o.Heartbeat)
+	defer beat.Stop()
+	publish := func(kind string, retain bool, b []byte) bool {
+		if !l.connected.Load() {
+			return false
+		}
+		t := l.client.Publish(l.topic(kind), 1, retain, b)
+		if t.WaitTimeout(0); t.Error() != nil {
+			l.log.Warn("publish failed", "topic", kind, "err", t.Error())
+			return false
+		}
+		return true
+	}
+	sendHello := func(reason string) {
+		st, err := l.store.SyncState()
+		if err != nil {
+			l.log.Error("read store", "err", err)
+			return
+		}
+		b, _ := json.Marshal(wire.Hello{V: wire.Version, Gate: l.o.Gate, Instance: l.inst, Event: l.event,
+			Version: st.Version, Reason: reason})
+		if publish(wire.KindHello, false, b) {
+			lastHello, pending = l.o.Now(), ""
+			l.log.Debug("hello sent", "reason", reason, "version", st.Version)
+		}
+	}
+	ping := func() {
+		b, _ := json.Marshal(wire.Batch{V: wire.Version, Gate: l.o.Gate, Instance: l.inst, SentAt: l.o.Now().UTC(),
+			ClockOffsetMs: l.offsetMs.Load(), Entries: []json.RawMessage{}})
+		publish(wire.KindEntries, false, b)
+	}
+	fill := func() {
+		for l.connected.Load() && len(window) < l.o.MaxInFlight {
+			out, err := l.store.Outbox(sentTo, l.o.BatchSize)
+			if err != nil {
+				l.log.Error("read outbox", "err", err)
+				return
+			}
+			if len(out) == 0 {
+				return
+			}
+			b := wire.Batch{V: wire.Version, Gate: l.o.Gate, Instance: l.inst, First: out[0].Seq, Last: out[len(out)-1].Seq,
+				SentAt: l.o.Now().UTC(), ClockOffsetMs: l.offsetMs.Load(), Entries: make([]json.RawMessage, len(out))}
+			for i, o := range out {
+				b.Entries[i] = o.Record
+			}
+			msg, err := json.Marshal(&b)
+			if err != nil {
+				l.log.Error("encode batch", "err", err)
+				return
+			}
+			if !publish(wire.KindEntries, false, msg) {
+				return
+			}
+			window = append(window, inflight{first: b.First, last: b.Last, sentAt: l.o.Now()})
+			sentTo = b.Last
+			l.count(func(s *Stats) { s.Sent += len(out) })
+		}
+	}
+	reset := func() { window, sentTo = nil, 0 }
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case up := <-l.conn:
+			reset()
+			if up {
+				publish(wire.KindStatus, true, l.status(true))
+				sendHello("connect")
+				ping()
+				fill()
+			}
+		case <-l.nudge:
+			fill()
+		case a := <-l.acks:
+			if a.Instance != l.inst {
+				continue // for an earlier store of this gate: nothing of ours
+			}
+			if !a.SentAt.IsZero() {
+				now := l.o.Now()
+				mid := a.SentAt.Add(now.Sub(a.SentAt) / 2)
+				if now.Sub(a.SentAt) < time.Minute { // a stale ack says nothing of the clock
+					l.offsetMs.Store(a.CentreAt.Sub(mid).Milliseconds())
+				}
+			}
+			if a.First == 0 {
+				continue
+			}
+			n, err := l.store.Acknowledge(a.First, a.Last)
+			if err != nil {
+				l.log.Error("delete acked outbox records", "err", err, "first", a.First, "last", a.Last)
+				continue
+			}
+			l.count(func(s *Stats) { s.Acked += n })
+			for i, w := range window {
+				if w.first == a.First {
+					window = append(window[:i], window[i+1:]...)
+					break
+				}
+			}
+			fill()
+		case reason := <-l.hello:
+			if pending == "" || reason == "gap" {
+				pending = reason
+			}
+		case <-tick.C:
+			if len(window) > 0 && l.o.Now().Sub(window[0].sentAt) > l.o.AckTimeout {
+				l.log.Warn("no ack from the centre: sending again from the first unacked entry",
+					"first", window[0].first, "waited", l.o.AckTimeout)
+				l.count(func(s *Stats) { s.AckTimeouts++ })
+				reset()
+			}
+			if pending != "" && l.o.Now().Sub(lastHello) > time.Second {
+				sendHello(pending)
+			}
+			fill()
+		case <-beat.C:
+			publish(wire.KindStatus, true, l.status(true))
+			if len(window) == 0 {
+				ping()
+			}
+		}
+	}
+}
+
+func (l *Link) requestResync(reason string) {
+	l.count(func(s *Stats) { s.Resyncs++ })
+	select {
+	case l.hello <- reason:
+	default:
+	}
+}
+
+// snapshot is one being received.
+type snapshot struct {
+	m       *wire.Manifest
+	chunks  [][]byte
+	have    int
+	started time.Time
+}
+
+func (l *Link) downlink(ctx context.Context) {
+	var snap *snapshot
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if snap != nil && l.o.Now().Sub(snap.started) > l.o.SnapshotTimeout {
+				l.log.Warn("snapshot incomplete: asking again", "version", snap.m.Version, "have", snap.have, "chunks", len(snap.chunks))
+				snap = nil
+				l.requestResync("chunks")
+			}
+		case m := <-l.inbox:
+			if err := l.handle(m, &snap); err != nil {
+				l.count(func(s *Stats) { s.Rejected++ })
+				l.log.Warn("ignored downlink message", "topic", m.topic, "bytes", len(m.payload), "err", err)
+			}
+		}
+	}
+}
+
+// handle processes one downlink message; an error means it was refused.
+func (l *Link) handle(m message, snap **snapshot) error {
+	t, err := wire.ParseTopic(m.topic)
+	if err != nil {
+		return err
+	}
+	if t.Venue != l.o.Venue || (t.Gate != "" && t.Gate != l.o.Gate) {
+		return fmt.Errorf("topic is not this gate's")
+	}
+	switch t.Kind {
+	case wire.KindAck:
+		a, err := wire.OpenAck(m.payload, l.root, l.o.Venue, l.o.Gate)
+		if err != nil {
+			return err
+		}
+		l.acks <- a
+		return nil
+	case wire.KindWhitelist:
+		d, err := wire.OpenDelta(m.payload, l.root)
+		if err != nil {
+			return err
+		}
+		return l.applyDelta(d)
+	case wire.KindLive:
+		lv, err := wire.OpenLive(m.payload, l.root, l.o.Venue)
+		if err != nil {
+			return err
+		}
+		return l.applyLive(lv)
+	case wire.KindSync:
+		if wire.IsChunk(m.payload) {
+			return l.chunk(m.payload, snap)
+		}
+		switch wire.PeekType(m.payload) {
+		case wire.TypeDelta:
+			d, err := wire.OpenDelta(m.payload, l.root)
+			if err != nil {
+				return err
+			}
+			return l.applyDelta(d)
+		default:
+			mf, err := wire.OpenManifest(m.payload, l.root, l.o.Venue, l.o.Gate)
+			if err != nil {
+				return err
+			}
+			return l.manifest(mf, snap)
+		}
+	}
+	return fmt.Errorf("gates do not read %s messages", t.Kind)
+}
+
+func (l *Link) applyDelta(d *wire.Delta) error {
+	if d.Event != l.event {
+		return nil // another event's gates share the venue
+	}
+	if d.Snapshot {
+		if st, err := l.store.SyncState(); err == nil && st.Version < d.Version {
+			l.requestResync("snapshot")
+		}
+		return nil
+	}
+	tl, err := l.store.ApplyChange(&cache.Change{Event: d.Event, Prev: d.Prev, Version: d.Version,
+		Tickets: d.Tickets, Revocations: d.Revocations, TrustList: d.TrustList})
+	switch {
+	case errors.Is(err, cache.ErrStale):
+		l.log.Debug("delta already held", "version", d.Version)
+		return nil
+	case errors.Is(err, cache.ErrGap):
+		l.log.Info("missed a whitelist change: asking for a resync", "err", err)
+		l.requestResync("gap")
+		return nil
+	case err != nil:
+		return fmt.Errorf("apply delta %d: %w", d.Version, err)
+	}
+	l.count(func(s *Stats) { s.Deltas++ })
+	l.log.Info("whitelist delta applied", "version", d.Version, "tickets", len(d.Tickets),
+		"revocations", len(d.Revocations), "trust_list", d.TrustList != nil)
+	if tl != nil && l.o.OnTrust != nil {
+		l.o.OnTrust(tl)
+	}
+	return nil
+}
+
+func (l *Link) applyLive(lv *wire.Live) error {
+	if lv.Event != l.event {
+		return nil
+	}
+	var ids []verify.TicketID
+	var uses []verify.Use
+	for _, u := range lv.Uses {
+		if u.Gate == l.o.Gate {
+			continue // our own admission, already in our store
+		}
+		ids = append(ids, u.Ticket)
+		uses = append(uses, verify.Use{Seq: u.Seq, At: u.At, Gate: u.Gate})
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	n, err := l.store.MarkUsedBatch(ids, uses)
+	if err != nil {
+		return fmt.Errorf("store uses from other gates: %w", err)
+	}
+	l.count(func(s *Stats) { s.LiveUses += n })
+	l.log.Debug("admissions at other gates stored", "new", n, "uses", len(ids))
+	return nil
+}
+
+func (l *Link) manifest(m *wire.Manifest, snap **snapshot) error {
+	if m.Event != l.event {
+		return fmt.Errorf("snapshot for event %q, this gate holds %q", m.Event, l.event)
+	}
+	st, err := l.store.SyncState()
+	if err != nil {
+		return err
+	}
+	if m.Version <= st.Version {
+		l.log.Debug("snapshot not newer than the store", "version", m.Version, "have", st.Version)
+		return nil
+	}
+	*snap = &snapshot{m: m, chunks: make([][]byte, len(m.Chunks)), started: l.o.Now()}
+	l.log.Info("receiving snapshot", "version", m.Version, "tickets", m.Tickets, "chunks", len(m.Chunks))
+	return l.maybeApply(snap)
+}
+
+func (l *Link) chunk(b []byte, snap **snapshot) error {
+	s := *snap
+	if s == nil {
+		return nil // a chunk of a snapshot we dropped or already applied
+	}
+	i, _, err := wire.ParseChunk(b, s.m)
+	if err != nil {
+		return err
+	}
+	if s.chunks[i] == nil {
+		s.chunks[i] = b[16:]
+		s.have++
+		s.started = l.o.Now() // the timeout is for chunks that stop coming
+	}
+	return l.maybeApply(snap)
+}
+
+func (l *Link) maybeApply(snap **snapshot) error {
+	s := *snap
+	if s.have < len(s.chunks) {
+		return nil
+	}
+	*snap = nil
+	start := l.o.Now()
+	tl, err := l.store.ApplySnapshot(&cache.Snapshot{Event: s.m.Event, Version: s.m.Version, CreatedAt: s.m.CreatedAt,
+		TrustList: s.m.TrustList, Chunks: s.chunks})
+	s.chunks = nil
+	debug.FreeOSMemory() // a big snapshot leaves garbage a small gate box wants back now
+	if errors.Is(err, cache.ErrStale) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("apply snapshot %d: %w", s.m.Version, err)
+	}
+	l.count(func(st *Stats) { st.Snapshots++ })
+	l.log.Info("snapshot applied", "version", s.m.Version, "tickets", s.m.Tickets, "revocations", s.m.Revocations,
+		"took", l.o.Now().Sub(start).Round(time.Millisecond))
+	if tl != nil && l.o.OnTrust != nil {
+		l.o.OnTrust(tl)
+	}
+	return nil
+}

@@ -48,7 +48,11 @@ func (c *ConsoleLines) Signal(e cache.Entry) {
 func ConsoleLine(e cache.Entry) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-5s %s", e.At.Local().Format("15:04:05"), strings.ToUpper(e.Verdict), e.Reason.Text())
-	if e.Detail != "" && e.Verdict != cache.Admit || e.Reason == "reentry" {
+	switch {
+	case !e.FirstUsedAt.IsZero():
+		// Staff compare this with the clock on the wall: local time, no date.
+		fmt.Fprintf(&b, " (first used %s at gate %s)", e.FirstUsedAt.Local().Format("15:04:05"), e.FirstUsedGate)
+	case e.Detail != "" && e.Verdict != cache.Admit:
 		fmt.Fprintf(&b, " (%s)", e.Detail)
 	}
 	if e.Zone != "" {

@@ -158,22 +158,15 @@ func (s *ssi) feed(p []byte, now time.Time) ([]frame, []byte) {
 }
 
 // resync returns the offset of the first good packet after the front, or
-// failing that of the first plausible packet start, or 0.
+// 0. A bad packet whose start looked plausible is left to NAK and the
+// scanner's retransmission rather than guessed at.
 func (s *ssi) resync() int {
-	plausible := 0
 	for k := 1; k < len(s.buf); k++ {
-		_, complete, ok := ssiPacketAt(s.buf[k:])
-		if ok {
+		if _, _, ok := ssiPacketAt(s.buf[k:]); ok {
 			return k
 		}
-		if !complete && plausible == 0 {
-			plausible = k
-		}
 	}
-	if _, complete, _ := ssiPacketAt(s.buf); !complete {
-		return 0 // the front itself may still be arriving
-	}
-	return plausible
+	return 0
 }
 
 // packet handles one good packet from the scanner.

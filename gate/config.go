@@ -51,6 +51,11 @@ func LoadConfig(path string) (*Config, error) {
 	if err != nil {
 		return nil, configErr("config: %v", err)
 	}
+	return ParseConfig(b, path)
+}
+
+// ParseConfig reads YAML config text; name labels error messages.
+func ParseConfig(b []byte, path string) (*Config, error) {
 	var c Config
 	d := yaml.NewDecoder(bytes.NewReader(b))
 	d.KnownFields(true)

@@ -53,7 +53,28 @@ func (g *Gate) SetVerifier(v *verify.Verifier) { g.verifier.Store(v) }
 // journal entry, which on a storage failure is an uncommitted DENY.
 func (g *Gate) Decide(ctx context.Context, s scanner.Scan) cache.Entry {
 	v := g.verifier.Load()
-	sc := cache.Scan{At: s.At.UTC(), Gate: g.id, Scanner: s.Source}
+	sc := g.check(v, s)
+	e, err := g.store.Record(ctx, v, sc)
+	if err != nil {
+		g.log.Error("decision not recorded", "err", err, "scanner", s.Source)
+	}
+	for _, sig := range g.signals {
+		sig.Signal(e)
+	}
+	return e
+}
+
+// check parses and verifies a scan outside the store's transaction, so
+// signature checks of concurrent scanners run in parallel. A panic here
+// (a bug meeting hostile input) becomes a malformed DENY, never a crash.
+func (g *Gate) check(v *verify.Verifier, s scanner.Scan) (sc cache.Scan) {
+	sc = cache.Scan{At: s.At.UTC(), Gate: g.id, Scanner: s.Source}
+	defer func() {
+		if r := recover(); r != nil {
+			g.log.Error("scan check panicked", "panic", r, "scanner", s.Source, "scan", fmt.Sprintf("%q", s.Data))
+			sc.Token, sc.Pre = nil, verify.Result{Reason: verify.ReasonMalformed, Detail: "scan could not be checked"}
+		}
+	}()
 	if s.Truncated {
 		sc.Pre = verify.Result{Reason: verify.ReasonMalformed, Detail: fmt.Sprintf("scan longer than %d bytes", len(s.Data))}
 	} else if tok, err := verify.Parse(s.Data); err != nil {
@@ -70,14 +91,7 @@ func (g *Gate) Decide(ctx context.Context, s scanner.Scan) cache.Entry {
 			sc.Pre = v.Check(tok, sc.At, entry)
 		}
 	}
-	e, err := g.store.Record(ctx, v, sc)
-	if err != nil {
-		g.log.Error("decision not recorded", "err", err, "scanner", s.Source)
-	}
-	for _, sig := range g.signals {
-		sig.Signal(e)
-	}
-	return e
+	return sc
 }
 
 // Run reads every source and decides their scans until all sources end or

@@ -1,0 +1,65 @@
+package gate
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/scanner"
+	"github.com/gated-dev/gated/verify"
+)
+
+type recorder struct {
+	mu  sync.Mutex
+	got []cache.Entry
+}
+
+func (r *recorder) Signal(e cache.Entry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, e)
+}
+
+// Several sources feed one gate; each scan is decided once, signalled after
+// it was recorded, and a ticket read by two scanners is admitted once.
+func TestRunSharesDecisionsAcrossScanners(t *testing.T) {
+	w, bundle := newBenchWorld(t, 3)
+	s, err := cache.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Provision(bundle); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	g := New("g1", s, verify.NewVerifier(verify.Policy{Event: "expo"}, w.trust), nil, rec)
+	input := string(w.codes[0]) + "\n" + string(w.codes[1]) + "\n\n" + string(w.codes[2]) + "\n"
+	now := func() time.Time { return w.now }
+	g.Run(context.Background(), []scanner.Source{
+		scanner.NewLines("a", strings.NewReader(input), now),
+		scanner.NewLines("b", strings.NewReader(input), now),
+	})
+	if len(rec.got) != 6 {
+		t.Fatalf("%d decisions, want 6", len(rec.got))
+	}
+	admits := map[string]int{}
+	for _, e := range rec.got {
+		if e.Verdict == cache.Admit {
+			admits[e.Ticket]++
+		} else if e.Reason != verify.ReasonAlreadyUsed {
+			t.Errorf("%s: %s %s", e.Scanner, e.Reason, e.Detail)
+		}
+	}
+	if len(admits) != 3 {
+		t.Fatalf("admitted %v", admits)
+	}
+	for id, n := range admits {
+		if n != 1 {
+			t.Errorf("%s admitted %d times", id, n)
+		}
+	}
+}

@@ -105,7 +105,7 @@ func (h *Hex) UnmarshalYAML(n *yaml.Node) error {
 	s := strings.Join(strings.Fields(n.Value), "")
 	b, err := hex.DecodeString(s)
 	if err != nil {
-		return fmt.Errorf("%q is not hex bytes such as \"1b 61\"", n.Value)
+		return fmt.Errorf("line %d: %q is not hex bytes such as \"1b 61\"", n.Line, n.Value)
 	}
 	*h = b
 	return nil
@@ -118,7 +118,7 @@ type Hex16 uint16
 func (h *Hex16) UnmarshalYAML(n *yaml.Node) error {
 	v, err := strconv.ParseUint(strings.TrimPrefix(strings.ToLower(n.Value), "0x"), 16, 16)
 	if err != nil {
-		return fmt.Errorf("%q is not a 4-digit hex USB id such as \"0c2e\"", n.Value)
+		return fmt.Errorf("line %d: %q is not a 4-digit hex USB id such as \"0c2e\"", n.Line, n.Value)
 	}
 	*h = Hex16(v)
 	return nil
@@ -192,7 +192,7 @@ func loadFS(m Models, fsys fs.FS, label string) error {
 
 var (
 	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
-	yamlLine = regexp.MustCompile(`^yaml: (?:unmarshal errors:\n\s*)?line (\d+): (.*)$`)
+	yamlLine = regexp.MustCompile(`^(?:yaml: )?(?:unmarshal errors:\n\s*)?line (\d+): (.*)$`)
 )
 
 // ParseModel parses and checks one model file; file names it in errors.

@@ -13,8 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 	"time"
 
+	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
 	bolt "go.etcd.io/bbolt"
 	bolterr "go.etcd.io/bbolt/errors"
@@ -49,6 +51,8 @@ type Centre struct {
 	db   *bolt.DB
 	root ed25519.PrivateKey
 	now  func() time.Time
+
+	onChange atomic.Pointer[func()]
 }
 
 // Ticket is the centre's record of an issued ticket.
@@ -92,7 +96,10 @@ func Init(dir string, now func() time.Time) error {
 		return err
 	}
 	defer c.Close()
-	_, err = c.AddIssuerKey(time.Time{})
+	if _, err = c.AddIssuerKey(time.Time{}); err != nil {
+		return err
+	}
+	_, err = CreateAPIToken(dir)
 	return err
 }
 
@@ -110,13 +117,13 @@ func Open(dir string, now func() time.Time) (*Centre, error) {
 	}
 	db, err := bolt.Open(filepath.Join(dir, DBFile), 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if errors.Is(err, bolterr.ErrTimeout) {
-		return nil, fmt.Errorf("%s is in use by another gatesync process", filepath.Join(dir, DBFile))
+		return nil, fmt.Errorf("%s is in use by another gatesync process (while gatesync serve runs, pass --server URL to issue and revoke)", filepath.Join(dir, DBFile))
 	}
 	if err != nil {
 		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bMeta, bKeys, bTickets, bRevoked} {
+		for _, b := range append([][]byte{bMeta, bKeys, bTickets, bRevoked, bDeltas, bEventVer}, syncBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -185,25 +192,49 @@ func (c *Centre) AddIssuerKey(retireOld time.Time) (uint16, error) {
 		if err := b.Put(binary.BigEndian.AppendUint16(nil, kid), v); err != nil {
 			return err
 		}
-		_, err := bump(tx)
-		return err
+		ver, err := bump(tx)
+		if err != nil {
+			return err
+		}
+		// Every event's gates get the new trust list as a delta.
+		evs := events(tx)
+		if len(evs) == 0 {
+			return nil
+		}
+		tl, err := c.trustList(tx)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if err := logDelta(tx, ver, &wire.Delta{Event: ev, CreatedAt: c.now().UTC(), TrustList: tl}); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
+	if err == nil {
+		c.changed()
+	}
 	return kid, err
 }
 
 // TrustList returns the current trust list, sealed by the root key.
 func (c *Centre) TrustList() (*verify.Envelope, error) {
+	var env *verify.Envelope
+	err := c.db.View(func(tx *bolt.Tx) (err error) { env, err = c.trustList(tx); return err })
+	return env, err
+}
+
+func (c *Centre) trustList(tx *bolt.Tx) (*verify.Envelope, error) {
 	var l verify.TrustList
-	err := c.db.View(func(tx *bolt.Tx) error {
-		l.Version = version(tx)
-		return tx.Bucket(bKeys).ForEach(func(_, v []byte) error {
-			var k verify.IssuerKey
-			if err := json.Unmarshal(v, &k); err != nil {
-				return err
-			}
-			l.Keys = append(l.Keys, k)
-			return nil
-		})
+	l.Version = version(tx)
+	err := tx.Bucket(bKeys).ForEach(func(_, v []byte) error {
+		var k verify.IssuerKey
+		if err := json.Unmarshal(v, &k); err != nil {
+			return err
+		}
+		l.Keys = append(l.Keys, k)
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -302,9 +333,23 @@ func (c *Centre) Issue(r IssueRequest) ([]Ticket, error) {
 			}
 			out = append(out, t)
 		}
-		_, err = bump(tx)
-		return err
+		ver, err := bump(tx)
+		if err != nil {
+			return err
+		}
+		d := &wire.Delta{Event: r.Event, CreatedAt: c.now().UTC()}
+		if len(out) <= wire.MaxDeltaItems {
+			for i := range out {
+				d.Tickets = append(d.Tickets, entryOf(&out[i]))
+			}
+		} else {
+			d.Snapshot = true
+		}
+		return logDelta(tx, ver, d)
 	})
+	if err == nil {
+		c.changed()
+	}
 	return out, err
 }
 
@@ -368,9 +413,15 @@ func (c *Centre) Reissue(id verify.TicketID) (*Ticket, error) {
 		if err := putTicket(tx, t); err != nil {
 			return err
 		}
-		_, err = bump(tx)
-		return err
+		ver, err := bump(tx)
+		if err != nil {
+			return err
+		}
+		return logDelta(tx, ver, &wire.Delta{Event: t.Event, CreatedAt: c.now().UTC(), Tickets: []verify.TicketEntry{entryOf(t)}})
 	})
+	if err == nil {
+		c.changed()
+	}
 	return t, err
 }
 
@@ -378,7 +429,8 @@ func (c *Centre) Reissue(id verify.TicketID) (*Ticket, error) {
 func (c *Centre) Revoke(id verify.TicketID, reason string) (*verify.Revocation, error) {
 	var r verify.Revocation
 	err := c.db.Update(func(tx *bolt.Tx) error {
-		if _, err := getTicket(tx, id); err != nil {
+		t, err := getTicket(tx, id)
+		if err != nil {
 			return err
 		}
 		if v := tx.Bucket(bRevoked).Get(id[:]); v != nil {
@@ -389,9 +441,15 @@ func (c *Centre) Revoke(id verify.TicketID, reason string) (*verify.Revocation, 
 		if err := tx.Bucket(bRevoked).Put(id[:], v); err != nil {
 			return err
 		}
-		_, err := bump(tx)
-		return err
+		ver, err := bump(tx)
+		if err != nil {
+			return err
+		}
+		return logDelta(tx, ver, &wire.Delta{Event: t.Event, CreatedAt: c.now().UTC(), Revocations: []verify.Revocation{r}})
 	})
+	if err == nil {
+		c.changed()
+	}
 	return &r, err
 }
 

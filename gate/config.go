@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -35,6 +36,23 @@ type Config struct {
 	MaxCodeSkew time.Duration `yaml:"max_code_skew"`
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `yaml:"log_level"`
+
+	// Broker is the MQTT broker that links the gate to the centre:
+	// tcp://HOST:PORT, or ssl://, tls://, mqtts:// for TLS. Empty: no
+	// sync; the gate runs air-gapped on its provisioned bundle.
+	Broker string `yaml:"broker"`
+	// Venue is the venue id in sync topics. Required with Broker.
+	Venue string `yaml:"venue"`
+	// MQTTUsername and MQTTPassword authenticate at the broker (optional;
+	// the password may come from GATED_MQTT_PASSWORD instead).
+	MQTTUsername string `yaml:"mqtt_username"`
+	MQTTPassword string `yaml:"mqtt_password"`
+	// TLSCA is a PEM file of CAs to verify the broker with (default: the
+	// system's). TLSCert and TLSKey are a client certificate, if the
+	// broker wants one.
+	TLSCA   string `yaml:"tls_ca"`
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 }
 
 // ConfigError is a setting a person must fix; commands exit 2 on it.
@@ -98,12 +116,46 @@ func (c *Config) Validate() error {
 			return configErr("%s %s: use a duration between 1s and 10m", name, *d)
 		}
 	}
+	if err := c.validateSync(); err != nil {
+		return err
+	}
 	switch c.LogLevel {
 	case "":
 		c.LogLevel = "info"
 	case "debug", "info", "warn", "error":
 	default:
 		return configErr("log_level %q: use debug, info, warn or error", c.LogLevel)
+	}
+	return nil
+}
+
+func (c *Config) validateSync() error {
+	if c.Broker == "" {
+		if c.Venue != "" || c.MQTTUsername != "" || c.TLSCA != "" || c.TLSCert != "" {
+			return configErr("venue, MQTT credentials or TLS files given without a broker: pass --broker tcp://HOST:PORT or set broker: in the config")
+		}
+		return nil
+	}
+	scheme, _, ok := strings.Cut(c.Broker, "://")
+	switch {
+	case !ok:
+		return configErr("broker %q: use a URL like tcp://HOST:1883 or ssl://HOST:8883", c.Broker)
+	case scheme != "tcp" && scheme != "ssl" && scheme != "tls" && scheme != "mqtts" && scheme != "ws" && scheme != "wss":
+		return configErr("broker %q: scheme %q; use tcp, ssl, tls, mqtts, ws or wss", c.Broker, scheme)
+	case c.Venue == "":
+		return configErr("a broker needs a venue: pass --venue VENUE or set venue: in the config")
+	case !idPattern.MatchString(c.Venue):
+		return configErr("venue %q: use 1-64 letters, digits, '.', '_' or '-'", c.Venue)
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return configErr("tls_cert and tls_key go together: give both or neither")
+	}
+	for _, f := range []string{c.TLSCA, c.TLSCert, c.TLSKey} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return configErr("TLS file: %v", err)
+		}
 	}
 	return nil
 }

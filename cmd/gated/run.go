@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/gated-dev/gated/gate"
 	"github.com/gated-dev/gated/internal/cli"
 	"github.com/gated-dev/gated/scanner"
+	"github.com/gated-dev/gated/sync/gatelink"
 	"github.com/gated-dev/gated/verify"
 )
 
@@ -30,6 +34,13 @@ func runConfig(args []string) (*gate.Config, error) {
 	age := fs.Duration("max-code-age", 0, "oldest rotating code accepted (default 30s)")
 	skew := fs.Duration("max-code-skew", 0, "how far ahead of the clock a rotating code may be (default 10s)")
 	level := fs.String("log-level", "", "debug, info, warn or error")
+	broker := fs.String("broker", "", "MQTT broker linking the gate to the centre: tcp://HOST:PORT or ssl://HOST:PORT (default: none, air-gapped)")
+	venue := fs.String("venue", "", "venue id for sync topics (required with --broker)")
+	mqttUser := fs.String("username", "", "broker username")
+	mqttPass := fs.String("password", "", "broker password (or GATED_MQTT_PASSWORD)")
+	tlsCA := fs.String("tls-ca", "", "PEM CAs to verify the broker with (default: system roots)")
+	tlsCert := fs.String("tls-cert", "", "client certificate for the broker")
+	tlsKey := fs.String("tls-key", "", "key of --tls-cert")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return nil, err
@@ -71,6 +82,19 @@ func runConfig(args []string) (*gate.Config, error) {
 	if set["log-level"] {
 		cfg.LogLevel = *level
 	}
+	for _, f := range []struct {
+		name     string
+		dst, src *string
+	}{{"broker", &cfg.Broker, broker}, {"venue", &cfg.Venue, venue}, {"username", &cfg.MQTTUsername, mqttUser},
+		{"password", &cfg.MQTTPassword, mqttPass}, {"tls-ca", &cfg.TLSCA, tlsCA}, {"tls-cert", &cfg.TLSCert, tlsCert},
+		{"tls-key", &cfg.TLSKey, tlsKey}} {
+		if set[f.name] {
+			*f.dst = *f.src
+		}
+	}
+	if cfg.MQTTPassword == "" {
+		cfg.MQTTPassword = os.Getenv("GATED_MQTT_PASSWORD")
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -104,17 +128,72 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 		log.Warn("gate clock is behind the bundle's creation time: validity checks will be wrong; set the clock",
 			"clock", t.UTC().Format(time.RFC3339), "bundle_created", st.BundleCreated.Format(time.RFC3339))
 	}
-	v := verify.NewVerifier(verify.Policy{Event: st.Event, Zones: cfg.Zones, Strict: cfg.Strict,
-		MaxCodeAge: cfg.MaxCodeAge, MaxCodeSkew: cfg.MaxCodeSkew}, st.Trust)
+	policy := verify.Policy{Event: st.Event, Zones: cfg.Zones, Strict: cfg.Strict,
+		MaxCodeAge: cfg.MaxCodeAge, MaxCodeSkew: cfg.MaxCodeSkew}
+	v := verify.NewVerifier(policy, st.Trust)
 	var out gate.Signaller = gate.NewConsoleLines(io.out)
 	if cfg.Output == "json" {
 		out = gate.NewJSONLines(io.out)
 	}
-	g := gate.New(cfg.Gate, store, v, log, out)
+	signals := []gate.Signaller{out}
+	var g *gate.Gate
+	var link *gatelink.Link
+	if cfg.Broker != "" {
+		tc, err := syncTLS(cfg)
+		if err != nil {
+			return err
+		}
+		link, err = gatelink.New(store, gatelink.Options{Broker: cfg.Broker, Venue: cfg.Venue, Gate: cfg.Gate,
+			Username: cfg.MQTTUsername, Password: cfg.MQTTPassword, TLS: tc, Now: now, Logger: log.With("component", "sync"),
+			OnTrust: func(tl *verify.TrustList) {
+				g.SetVerifier(verify.NewVerifier(policy, tl))
+				log.Info("trust list rotated", "version", tl.Version, "keys", len(tl.Keys))
+			}})
+		if err != nil {
+			return &gate.ConfigError{Msg: err.Error()}
+		}
+		signals = append(signals, link) // every decision nudges the uplink
+	}
+	g = gate.New(cfg.Gate, store, v, log, signals...)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log.Info("gate running", "event", st.Event, "bundle_version", st.BundleVersion, "scanners", len(sources))
+	log.Info("gate running", "event", st.Event, "bundle_version", st.BundleVersion, "scanners", len(sources), "broker", cfg.Broker)
+	linkDone := make(chan struct{})
+	if link != nil {
+		go func() { defer close(linkDone); link.Run(ctx) }()
+	}
 	g.Run(ctx, sources)
+	if link != nil {
+		// Sources may end (stdin closed) while entries still wait for the
+		// centre: a syncing gate keeps syncing until it is told to stop.
+		<-ctx.Done()
+		<-linkDone
+	}
 	log.Info("gate stopped")
 	return nil
+}
+
+func syncTLS(cfg *gate.Config) (*tls.Config, error) {
+	if cfg.TLSCA == "" && cfg.TLSCert == "" {
+		return nil, nil // plain tcp://, or TLS with the system roots
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.TLSCA != "" {
+		b, err := os.ReadFile(cfg.TLSCA)
+		if err != nil {
+			return nil, &gate.ConfigError{Msg: "tls_ca: " + err.Error()}
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(b) {
+			return nil, &gate.ConfigError{Msg: "tls_ca " + cfg.TLSCA + ": no PEM certificates in it"}
+		}
+	}
+	if cfg.TLSCert != "" {
+		kp, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, &gate.ConfigError{Msg: "tls_cert/tls_key: " + err.Error()}
+		}
+		tc.Certificates = []tls.Certificate{kp}
+	}
+	return tc, nil
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -27,6 +28,11 @@ commands:
   rotate-key  --dir DIR                         add a new issuer key; older keys stay live unless --retire-old
   export      --dir DIR --event EVENT --out FILE  write a signed provisioning bundle for a gate
   present     --dir DIR --ticket ID             show a rotating ticket's current code (phone simulator)
+  serve       --dir DIR [--broker embedded|tcp://HOST:PORT] [--listen 127.0.0.1:8080]
+                                                sync with gates over MQTT and serve the HTTP API
+  add-gate    --dir DIR --venue V --gate G      create a gate's credentials for the embedded broker
+
+issue and revoke take --server URL to ask a running serve instead of opening --dir.
 
 Run gatesync COMMAND --help for a command's flags.
 `
@@ -44,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	cmds := map[string]func([]string, io.Writer, func() time.Time) error{
 		"init": cmdInit, "issue": cmdIssue, "revoke": cmdRevoke, "reissue": cmdReissue,
 		"rotate-key": cmdRotateKey, "export": cmdExport, "present": cmdPresent,
+		"serve": cmdServe, "add-gate": cmdAddGate,
 	}
 	f, ok := cmds[args[0]]
 	if !ok {
@@ -87,6 +94,22 @@ func parse(fs *flag.FlagSet, dir *string, args []string) error {
 	return nil
 }
 
+// parseServer is parse for commands that may talk to a server instead of
+// opening --dir.
+func parseServer(fs *flag.FlagSet, dir, server *string, args []string) error {
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return cli.Usagef("unexpected argument %q", pos[0])
+	}
+	if *dir == "" && *server == "" {
+		return cli.Usagef("--dir DIR (or --server URL) is required")
+	}
+	return nil
+}
+
 func open(dir string, now func() time.Time) (*centre.Centre, error) { return centre.Open(dir, now) }
 
 func cmdInit(args []string, stdout io.Writer, now func() time.Time) error {
@@ -126,7 +149,8 @@ func cmdIssue(args []string, stdout io.Writer, now func() time.Time) error {
 	pngDir := fs.String("png", "", "also write each ticket's QR image as DIR/TICKET.png")
 	reentry := fs.Bool("reentry", false, "tickets allow re-entry")
 	rotating := fs.Bool("rotating", false, "bind tickets to device keys: gates then take only rotating codes (see present)")
-	if err := parse(fs, dir, args); err != nil {
+	server, token := serverFlags(fs)
+	if err := parseServer(fs, dir, server, args); err != nil {
 		return err
 	}
 	if *event == "" {
@@ -150,6 +174,26 @@ func cmdIssue(args []string, stdout io.Writer, now func() time.Time) error {
 		if err := os.MkdirAll(*pngDir, 0o755); err != nil {
 			return err
 		}
+	}
+	if *server != "" {
+		cl, err := newClient(*server, *token, *dir)
+		if err != nil {
+			return err
+		}
+		var ts []centre.IssuedTicket
+		if err := cl.post("/api/v1/events/"+url.PathEscape(*event)+"/tickets", centre.IssueBody{Count: *count, NotBefore: notBefore,
+			NotAfter: notAfter, Zone: *zone, Reentry: *reentry, Rotating: *rotating}, &ts); err != nil {
+			return err
+		}
+		for _, t := range ts {
+			fmt.Fprintln(stdout, t.Code)
+			if *pngDir != "" {
+				if err := qr.WritePNG(filepath.Join(*pngDir, t.ID.String()+".png"), t.Code, 400); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	}
 	c, err := open(*dir, now)
 	if err != nil {
@@ -197,12 +241,25 @@ func cmdRevoke(args []string, stdout io.Writer, now func() time.Time) error {
 	fs, dir := flags("revoke")
 	tk := ticketFlag(fs)
 	reason := fs.String("reason", "revoked", "why (refund, stolen, ...)")
-	if err := parse(fs, dir, args); err != nil {
+	server, token := serverFlags(fs)
+	if err := parseServer(fs, dir, server, args); err != nil {
 		return err
 	}
 	id, err := ticketID(*tk)
 	if err != nil {
 		return err
+	}
+	if *server != "" {
+		cl, err := newClient(*server, *token, *dir)
+		if err != nil {
+			return err
+		}
+		var r verify.Revocation
+		if err := cl.post("/api/v1/tickets/"+id.String()+"/revoke", centre.RevokeBody{Reason: *reason}, &r); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked %s at %s (%s); online gates get it now\n", id, r.At.Format(time.RFC3339), r.Reason)
+		return nil
 	}
 	c, err := open(*dir, now)
 	if err != nil {

@@ -218,12 +218,12 @@ func (l *Link) status(online bool) []byte {
 // and disconnects. It returns nil on a clean stop.
 func (l *Link) Run(ctx context.Context) error {
 	co := mqtt.NewClientOptions().AddBroker(l.o.Broker).
-		SetClientID("gated-" + l.o.Venue + "-" + l.o.Gate).
+		SetClientID("gated-"+l.o.Venue+"-"+l.o.Gate).
 		SetCleanSession(false). // the broker keeps our deltas and live uses while we are away
 		SetAutoReconnect(true).SetConnectRetry(true).
-		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(5 * time.Second).
-		SetKeepAlive(15 * time.Second).SetPingTimeout(5 * time.Second).
-		SetConnectTimeout(5 * time.Second).SetWriteTimeout(5 * time.Second).
+		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(5*time.Second).
+		SetKeepAlive(15*time.Second).SetPingTimeout(5*time.Second).
+		SetConnectTimeout(5*time.Second).SetWriteTimeout(5*time.Second).
 		SetOrderMatters(true).
 		SetBinaryWill(l.topic(wire.KindStatus), l.status(false), 1, true).
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { l.receive(ctx, m) }).
@@ -371,12 +371,15 @@ func (l *Link) uplink(ctx context.Context) {
 			if a.Instance != l.inst {
 				continue // for an earlier store of this gate: nothing of ours
 			}
-			if !a.SentAt.IsZero() {
-				now := l.o.Now()
-				mid := a.SentAt.Add(now.Sub(a.SentAt) / 2)
-				if now.Sub(a.SentAt) < time.Minute { // a stale ack says nothing of the clock
-					l.offsetMs.Store(a.CentreAt.Sub(mid).Milliseconds())
+			if now := l.o.Now(); !a.SentAt.IsZero() && now.Sub(a.SentAt) < time.Minute { // a stale ack says nothing of the clock
+				// NTP's estimate: the centre's time spent storing the batch
+				// is taken out of the round trip.
+				recv := a.ReceivedAt
+				if recv.IsZero() {
+					recv = a.CentreAt
 				}
+				off := (recv.Sub(a.SentAt) + a.CentreAt.Sub(now)) / 2
+				l.offsetMs.Store(off.Milliseconds())
 			}
 			if a.First == 0 {
 				continue

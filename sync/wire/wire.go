@@ -268,16 +268,17 @@ func ParseHello(b []byte, gate string) (*Hello, error) {
 // sequence number below which the centre holds every entry of this
 // instance. A gate deletes exactly First..Last from its outbox.
 type Ack struct {
-	Venue    string    `json:"venue"`
-	Gate     string    `json:"gate"`
-	Instance string    `json:"instance"`
-	First    uint64    `json:"first"`
-	Last     uint64    `json:"last"`
-	StoredTo uint64    `json:"stored_to"`
-	New      int       `json:"new"`       // entries new to the centre
-	Conflict int       `json:"conflicts"` // conflicts this batch raised
-	SentAt   time.Time `json:"sent_at"`   // the batch's SentAt, echoed
-	CentreAt time.Time `json:"centre_at"` // the centre's clock when it acked
+	Venue      string    `json:"venue"`
+	Gate       string    `json:"gate"`
+	Instance   string    `json:"instance"`
+	First      uint64    `json:"first"`
+	Last       uint64    `json:"last"`
+	StoredTo   uint64    `json:"stored_to"`
+	New        int       `json:"new"`         // entries new to the centre
+	Conflict   int       `json:"conflicts"`   // conflicts this batch raised
+	SentAt     time.Time `json:"sent_at"`     // the batch's SentAt, echoed
+	ReceivedAt time.Time `json:"received_at"` // the centre's clock when the batch arrived
+	CentreAt   time.Time `json:"centre_at"`   // the centre's clock when it acked
 }
 
 // Delta is one numbered change to an event's whitelist (centre -> gates,

@@ -1,0 +1,207 @@
+package centre
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gated-dev/gated/verify"
+)
+
+// API is gatesync's HTTP API. Every route but /healthz needs the bearer
+// token from DIR/api.token. Issuing and revoking publish the matching
+// whitelist deltas through the sync server (Centre.OnChange).
+//
+//	GET  /healthz
+//	GET  /api/v1/gates
+//	GET  /api/v1/entries?since=N[&limit=M]   records with n > N, and "next"
+//	GET  /api/v1/conflicts
+//	POST /api/v1/events/{event}/tickets      IssueBody -> IssuedTicket list
+//	POST /api/v1/tickets/{id}/revoke         {"reason": "..."} -> revocation
+type API struct {
+	c     *Centre
+	token string
+	log   *slog.Logger
+}
+
+// NewAPI returns the API handler for c, guarded by token.
+func NewAPI(c *Centre, token string, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &API{c: c, token: token, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /api/v1/gates", a.auth(a.gates))
+	mux.HandleFunc("GET /api/v1/entries", a.auth(a.entries))
+	mux.HandleFunc("GET /api/v1/conflicts", a.auth(a.conflicts))
+	mux.HandleFunc("POST /api/v1/events/{event}/tickets", a.auth(a.issue))
+	mux.HandleFunc("POST /api/v1/tickets/{id}/revoke", a.auth(a.revoke))
+	return mux
+}
+
+func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(a.token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gatesync"`)
+			writeErr(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token (see DIR/api.token)"))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+// APIError is the body of every error response.
+type APIError struct {
+	Error string `json:"error"`
+}
+
+func writeErr(w http.ResponseWriter, code int, err error) { writeJSON(w, code, APIError{err.Error()}) }
+
+func (a *API) gates(w http.ResponseWriter, _ *http.Request) {
+	gs, err := a.c.Gates()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, gs)
+}
+
+// EntriesPage is the body of GET /api/v1/entries.
+type EntriesPage struct {
+	Entries []Record `json:"entries"`
+	Next    uint64   `json:"next"` // pass as since= for the next page
+}
+
+func (a *API) entries(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	since, err := strconv.ParseUint(q.Get("since"), 10, 64)
+	if q.Get("since") != "" && err != nil {
+		writeErr(w, http.StatusBadRequest, errors.New("since: want a record number"))
+		return
+	}
+	limit := 1000
+	if l := q.Get("limit"); l != "" {
+		if limit, err = strconv.Atoi(l); err != nil || limit < 1 || limit > 100000 {
+			writeErr(w, http.StatusBadRequest, errors.New("limit: want 1-100000"))
+			return
+		}
+	}
+	es, err := a.c.Entries(since, limit)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	p := EntriesPage{Entries: es, Next: since}
+	if p.Entries == nil {
+		p.Entries = []Record{}
+	}
+	if len(es) > 0 {
+		p.Next = es[len(es)-1].N
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+func (a *API) conflicts(w http.ResponseWriter, _ *http.Request) {
+	cs, err := a.c.Conflicts()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cs)
+}
+
+// IssueBody is the body of POST /api/v1/events/{event}/tickets.
+type IssueBody struct {
+	Count     int       `json:"count"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
+	Zone      string    `json:"zone,omitempty"`
+	Reentry   bool      `json:"reentry,omitempty"`
+	Rotating  bool      `json:"rotating,omitempty"`
+}
+
+// IssuedTicket is one ticket in the issue response: its id and the QR
+// text to show now (for a rotating ticket, its current code).
+type IssuedTicket struct {
+	ID   verify.TicketID `json:"id"`
+	Code string          `json:"code"`
+}
+
+func (a *API) issue(w http.ResponseWriter, r *http.Request) {
+	var b IssueBody
+	d := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&b); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	if len(b.Zone) > verify.MaxZoneLen {
+		writeErr(w, http.StatusBadRequest, errors.New("zone too long"))
+		return
+	}
+	ts, err := a.c.Issue(IssueRequest{Event: r.PathValue("event"), Count: b.Count, NotBefore: b.NotBefore, NotAfter: b.NotAfter,
+		Zone: b.Zone, Reentry: b.Reentry, Rotating: b.Rotating})
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	out := make([]IssuedTicket, len(ts))
+	for i, t := range ts {
+		out[i] = IssuedTicket{ID: t.ID, Code: t.Code()}
+		if b.Rotating {
+			if out[i].Code, err = a.c.Present(t.ID, a.c.now(), false); err != nil {
+				writeErr(w, http.StatusInternalServerError, err)
+				return
+			}
+		}
+	}
+	a.log.Info("tickets issued", "event", r.PathValue("event"), "count", len(ts))
+	writeJSON(w, http.StatusCreated, out)
+}
+
+// RevokeBody is the body of POST /api/v1/tickets/{id}/revoke.
+type RevokeBody struct {
+	Reason string `json:"reason"`
+}
+
+func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
+	id, err := verify.ParseTicketID(r.PathValue("id"))
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	var b RevokeBody
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<12)).Decode(&b); err != nil {
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		}
+	}
+	if b.Reason == "" {
+		b.Reason = "revoked"
+	}
+	rv, err := a.c.Revoke(id, b.Reason)
+	if errors.Is(err, ErrNoTicket) {
+		writeErr(w, http.StatusNotFound, err)
+		return
+	}
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	a.log.Info("ticket revoked", "ticket", id, "reason", rv.Reason)
+	writeJSON(w, http.StatusOK, rv)
+}

@@ -1,0 +1,396 @@
+package centre
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/verify"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Ingest: the centre's books of gate entries. A batch is stored in one
+// transaction, deduplicated by (gate, instance, sequence) and by entry id,
+// and only then acked, so a batch that is sent again after a lost ack, a
+// reconnect or a restart of either side is harmless.
+
+var (
+	bStreams   = []byte("streams")   // gate \x00 instance -> stored-to seq (8)
+	bSeqs      = []byte("seqs")      // gate \x00 instance \x00 seq(8) -> record number (8)
+	bEntries   = []byte("entries")   // record number (8) -> Record JSON
+	bEntryIDs  = []byte("entry_ids") // entry id -> record number (8)
+	bUses      = []byte("uses")      // ticket id -> first admission (Admission JSON)
+	bConflicts = []byte("conflicts") // number (8) -> Conflict JSON
+	bGates     = []byte("gates")     // venue/gate -> GateState JSON
+	bUsers     = []byte("mqtt_users")
+
+	syncBuckets = [][]byte{bStreams, bSeqs, bEntries, bEntryIDs, bUses, bConflicts, bGates, bUsers}
+)
+
+// Record is one gate entry in the centre's books.
+type Record struct {
+	N             uint64          `json:"n"` // the centre's own order of arrival; the entries API pages by it
+	Venue         string          `json:"venue"`
+	Gate          string          `json:"gate"`
+	ID            string          `json:"id"`
+	ReceivedAt    time.Time       `json:"received_at"`
+	ClockOffsetMs int64           `json:"clock_offset_ms"` // the gate's estimate of centre minus gate clock when sent
+	Entry         json.RawMessage `json:"entry"`           // the journal record as the gate wrote it
+}
+
+// Admission is a ticket's admission as the centre saw it.
+type Admission struct {
+	Venue   string    `json:"venue"`
+	Gate    string    `json:"gate"`
+	EntryID string    `json:"entry_id"`
+	At      time.Time `json:"at"`
+}
+
+// Conflict is a ticket admitted twice without a re-entry right: at two
+// gates (typically both offline) or twice at one.
+type Conflict struct {
+	N          uint64          `json:"n"`
+	Ticket     verify.TicketID `json:"ticket"`
+	Kind       string          `json:"kind"` // "two_gates" or "twice"
+	First      Admission       `json:"first"`
+	Second     Admission       `json:"second"`
+	DetectedAt time.Time       `json:"detected_at"`
+}
+
+// IngestResult is what a batch did to the books.
+type IngestResult struct {
+	New, Duplicate int
+	StoredTo       uint64      // every seq of this gate instance up to here is stored
+	Admitted       []Admission // new first admissions, for the live fan-out
+	Tickets        []verify.TicketID
+	Seqs           []uint64
+	Conflicts      []Conflict
+}
+
+func streamKey(gate, instance string) []byte { return []byte(gate + "\x00" + instance) }
+
+// Ingest stores a parsed batch from venue's gate in one transaction.
+func (c *Centre) Ingest(venue string, b *wire.ParsedBatch) (*IngestResult, error) {
+	res := &IngestResult{}
+	now := c.now().UTC()
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		*res = IngestResult{}
+		sk := streamKey(b.Gate, b.Instance)
+		streams, seqs, entries, ids, uses := tx.Bucket(bStreams), tx.Bucket(bSeqs), tx.Bucket(bEntries), tx.Bucket(bEntryIDs), tx.Bucket(bUses)
+		var storedTo uint64
+		if v := streams.Get(sk); len(v) == 8 {
+			storedTo = binary.BigEndian.Uint64(v)
+		}
+		seqKey := func(seq uint64) []byte { return binary.BigEndian.AppendUint64(append(bytes.Clone(sk), 0), seq) }
+		for i, e := range b.Parsed {
+			if e.Seq <= storedTo || seqs.Get(seqKey(e.Seq)) != nil || ids.Get([]byte(e.ID)) != nil {
+				res.Duplicate++
+				continue
+			}
+			n, err := entries.NextSequence()
+			if err != nil {
+				return err
+			}
+			nk := binary.BigEndian.AppendUint64(nil, n)
+			rec, err := json.Marshal(Record{N: n, Venue: venue, Gate: b.Gate, ID: e.ID, ReceivedAt: now,
+				ClockOffsetMs: b.ClockOffsetMs, Entry: b.Entries[i]})
+			if err != nil {
+				return err
+			}
+			if err := entries.Put(nk, rec); err != nil {
+				return err
+			}
+			if err := seqs.Put(seqKey(e.Seq), nk); err != nil {
+				return err
+			}
+			if err := ids.Put([]byte(e.ID), nk); err != nil {
+				return err
+			}
+			res.New++
+			if e.Verdict != cache.Admit {
+				continue
+			}
+			tid, _ := verify.ParseTicketID(e.Ticket) // ParseBatch checked it
+			adm := Admission{Venue: venue, Gate: b.Gate, EntryID: e.ID, At: e.At}
+			if prev := uses.Get(tid[:]); prev != nil {
+				var first Admission
+				if err := json.Unmarshal(prev, &first); err != nil {
+					return fmt.Errorf("use record of %s: %w", tid, err)
+				}
+				if e.Reason == verify.ReasonReentry || reentry(tx, tid) {
+					continue
+				}
+				cf := Conflict{Ticket: tid, Kind: "two_gates", First: first, Second: adm, DetectedAt: now}
+				if first.Gate == adm.Gate && first.Venue == adm.Venue {
+					cf.Kind = "twice"
+				}
+				cb := tx.Bucket(bConflicts)
+				if cf.N, err = cb.NextSequence(); err != nil {
+					return err
+				}
+				v, _ := json.Marshal(cf)
+				if err := cb.Put(binary.BigEndian.AppendUint64(nil, cf.N), v); err != nil {
+					return err
+				}
+				res.Conflicts = append(res.Conflicts, cf)
+				continue
+			}
+			v, _ := json.Marshal(adm)
+			if err := uses.Put(bytes.Clone(tid[:]), v); err != nil {
+				return err
+			}
+			res.Admitted = append(res.Admitted, adm)
+			res.Tickets = append(res.Tickets, tid)
+			res.Seqs = append(res.Seqs, e.Seq)
+		}
+		for seqs.Get(seqKey(storedTo+1)) != nil {
+			storedTo++
+		}
+		res.StoredTo = storedTo
+		if err := streams.Put(sk, binary.BigEndian.AppendUint64(nil, storedTo)); err != nil {
+			return err
+		}
+		return updateGate(tx, venue, b.Gate, func(g *GateState) {
+			g.LastSeen, g.Instance, g.StoredTo, g.ClockOffsetMs = now, b.Instance, storedTo, b.ClockOffsetMs
+			g.Entries += res.New
+			g.Conflicts += len(res.Conflicts)
+		})
+	})
+	return res, err
+}
+
+func reentry(tx *bolt.Tx, id verify.TicketID) bool {
+	t, err := getTicket(tx, id)
+	return err == nil && t.Flags&verify.FlagReentry != 0
+}
+
+// Entries returns up to limit records with N above since.
+func (c *Centre) Entries(since uint64, limit int) ([]Record, error) {
+	var out []Record
+	err := c.db.View(func(tx *bolt.Tx) error {
+		cur := tx.Bucket(bEntries).Cursor()
+		for k, v := cur.Seek(binary.BigEndian.AppendUint64(nil, since+1)); k != nil && len(out) < limit; k, v = cur.Next() {
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Conflicts returns every recorded conflict.
+func (c *Centre) Conflicts() ([]Conflict, error) {
+	out := []Conflict{}
+	err := c.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bConflicts).ForEach(func(_, v []byte) error {
+			var cf Conflict
+			if err := json.Unmarshal(v, &cf); err != nil {
+				return err
+			}
+			out = append(out, cf)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// GateState is the centre's view of one gate.
+type GateState struct {
+	Venue            string    `json:"venue"`
+	Gate             string    `json:"gate"`
+	Event            string    `json:"event,omitempty"`
+	Online           bool      `json:"online"`
+	LastSeen         time.Time `json:"last_seen,omitzero"`
+	Instance         string    `json:"instance,omitempty"`
+	Backlog          int       `json:"backlog"` // outbox records the gate last reported
+	LastSeq          uint64    `json:"last_seq"`
+	StoredTo         uint64    `json:"stored_to"`
+	Entries          int       `json:"entries"`
+	Conflicts        int       `json:"conflicts"`
+	WhitelistVersion uint64    `json:"whitelist_version"`
+	ClockOffsetMs    int64     `json:"clock_offset_ms"`
+}
+
+func updateGate(tx *bolt.Tx, venue, gate string, fn func(*GateState)) error {
+	b := tx.Bucket(bGates)
+	k := []byte(venue + "/" + gate)
+	g := GateState{Venue: venue, Gate: gate}
+	if v := b.Get(k); v != nil {
+		if err := json.Unmarshal(v, &g); err != nil {
+			return err
+		}
+	}
+	fn(&g)
+	v, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, v)
+}
+
+// GateStatus records a gate's heartbeat or will.
+func (c *Centre) GateStatus(venue string, s *wire.Status) error {
+	now := c.now().UTC()
+	return c.db.Update(func(tx *bolt.Tx) error {
+		return updateGate(tx, venue, s.Gate, func(g *GateState) {
+			g.Online = s.Online
+			if !s.Online {
+				return
+			}
+			g.LastSeen, g.Backlog, g.LastSeq, g.WhitelistVersion, g.ClockOffsetMs = now, s.Outbox, s.LastSeq, s.WhitelistVersion, s.ClockOffsetMs
+			if s.Event != "" {
+				g.Event = s.Event
+			}
+			if s.Instance != "" {
+				g.Instance = s.Instance
+			}
+		})
+	})
+}
+
+// NoteGate records that a gate exists for an event (from its hello), so
+// deltas of that event are published to its venue.
+func (c *Centre) NoteGate(venue, gate, event string) error {
+	return c.db.Update(func(tx *bolt.Tx) error {
+		return updateGate(tx, venue, gate, func(g *GateState) { g.Event = event; g.LastSeen = c.now().UTC() })
+	})
+}
+
+// Gates returns every gate the centre has heard of.
+func (c *Centre) Gates() ([]GateState, error) {
+	out := []GateState{}
+	err := c.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bGates).ForEach(func(_, v []byte) error {
+			var g GateState
+			if err := json.Unmarshal(v, &g); err != nil {
+				return err
+			}
+			out = append(out, g)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Venues returns the venues with a gate of the event.
+func (c *Centre) Venues(event string) ([]string, error) {
+	gs, err := c.Gates()
+	seen := map[string]bool{}
+	var out []string
+	for _, g := range gs {
+		if g.Event == event && !seen[g.Venue] {
+			seen[g.Venue] = true
+			out = append(out, g.Venue)
+		}
+	}
+	return out, err
+}
+
+// Broker credentials of gates, for the embedded broker. Passwords are
+// random 128-bit strings, so one salted SHA-256 is enough to store them.
+
+type gateUser struct {
+	Venue string `json:"venue"`
+	Gate  string `json:"gate"`
+	Salt  []byte `json:"salt"`
+	Hash  []byte `json:"hash"`
+}
+
+func passHash(salt []byte, pass string) []byte {
+	h := sha256.Sum256(append(bytes.Clone(salt), pass...))
+	return h[:]
+}
+
+// AddGateUser creates (or replaces) the broker credentials of a gate and
+// returns its new password. The username is the gate id.
+func (c *Centre) AddGateUser(venue, gate string) (string, error) {
+	if !wire.ValidID(venue) || !wire.ValidID(gate) {
+		return "", fmt.Errorf("venue %q and gate %q: use 1-64 letters, digits, '.', '_' or '-'", venue, gate)
+	}
+	var r [16]byte
+	rand.Read(r[:])
+	pass := hex.EncodeToString(r[:])
+	u := gateUser{Venue: venue, Gate: gate, Salt: make([]byte, 16)}
+	rand.Read(u.Salt)
+	u.Hash = passHash(u.Salt, pass)
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bUsers)
+		if v := b.Get([]byte(gate)); v != nil {
+			var old gateUser
+			if json.Unmarshal(v, &old) == nil && old.Venue != venue {
+				return fmt.Errorf("gate id %q is taken at venue %q: gate ids are broker usernames and must be unique", gate, old.Venue)
+			}
+		}
+		v, _ := json.Marshal(u)
+		return b.Put([]byte(gate), v)
+	})
+	return pass, err
+}
+
+// CheckGateUser checks broker credentials; it returns the gate's venue.
+func (c *Centre) CheckGateUser(user, pass string) (venue string, ok bool) {
+	c.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bUsers).Get([]byte(user))
+		var u gateUser
+		if v == nil || json.Unmarshal(v, &u) != nil {
+			return nil
+		}
+		if subtle.ConstantTimeCompare(passHash(u.Salt, pass), u.Hash) == 1 {
+			venue, ok = u.Venue, true
+		}
+		return nil
+	})
+	return venue, ok
+}
+
+// APITokenFile holds the HTTP API's bearer token, created by init.
+const APITokenFile = "api.token"
+
+// CreateAPIToken writes a new random API token to dir unless one exists,
+// and returns the token in the file.
+func CreateAPIToken(dir string) (string, error) {
+	path := filepath.Join(dir, APITokenFile)
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var r [24]byte
+	rand.Read(r[:])
+	tok := hex.EncodeToString(r[:])
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("write API token: %w", err)
+	}
+	if _, err := f.WriteString(tok + "\n"); err != nil {
+		f.Close()
+		return "", err
+	}
+	return tok, f.Close()
+}
+
+// ReadAPIToken reads dir's API token.
+func ReadAPIToken(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, APITokenFile))
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", errors.New(filepath.Join(dir, APITokenFile) + " is empty")
+	}
+	return tok, nil
+}

@@ -1,0 +1,378 @@
+package centre
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gated-dev/gated/sync/wire"
+)
+
+// Bus is what the sync server needs of an MQTT connection: the embedded
+// broker's inline client or a client of an external broker. Subscribe's
+// fn is called from the bus's own goroutines; it may block, which slows
+// the publisher down.
+type Bus interface {
+	Publish(topic string, payload []byte, retain bool) error
+	Subscribe(filters []string, fn func(topic string, payload []byte)) error
+}
+
+// ServerOptions tune the sync server; the zero value is the default.
+type ServerOptions struct {
+	// Logger gets sync events (default: discard).
+	Logger *slog.Logger
+	// MaxReplay is how many deltas a catch-up replays before it sends a
+	// snapshot instead (default 500).
+	MaxReplay int
+	// ChunkBytes is the snapshot chunk size (default SnapshotChunkBytes).
+	ChunkBytes int
+	// CatchupEvery bounds how often a gate whose heartbeat shows an old
+	// whitelist gets a catch-up unasked (default 30s).
+	CatchupEvery time.Duration
+}
+
+// Server is gatesync's sync side: it ingests gate entries, acks them,
+// fans admissions out, tracks gates, publishes whitelist deltas and
+// answers resync requests. Every downlink message is signed by the root.
+type Server struct {
+	c     *Centre
+	bus   Bus
+	o     ServerOptions
+	log   *slog.Logger
+	inbox chan message
+	kick  chan struct{}
+	catch chan catchup
+
+	mu   sync.Mutex
+	last map[string]time.Time // venue/gate -> last catch-up
+}
+
+type message struct {
+	topic   string
+	payload []byte
+}
+
+type catchup struct {
+	venue, gate, event string
+	have               uint64
+}
+
+// NewServer returns a server for c on bus.
+func NewServer(c *Centre, bus Bus, o ServerOptions) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxReplay <= 0 {
+		o.MaxReplay = 500
+	}
+	if o.CatchupEvery <= 0 {
+		o.CatchupEvery = 30 * time.Second
+	}
+	return &Server{c: c, bus: bus, o: o, log: o.Logger, inbox: make(chan message, 256),
+		kick: make(chan struct{}, 1), catch: make(chan catchup, 64), last: map[string]time.Time{}}
+}
+
+// Kick asks the publisher to look for new deltas. It never blocks.
+func (s *Server) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	s.c.OnChange(s.Kick)
+	defer s.c.OnChange(func() {})
+	err := s.bus.Subscribe([]string{
+		wire.Prefix + "+/+/" + wire.KindEntries, wire.Prefix + "+/+/" + wire.KindStatus, wire.Prefix + "+/+/" + wire.KindHello,
+	}, func(topic string, payload []byte) {
+		select {
+		case s.inbox <- message{topic, payload}:
+		case <-ctx.Done():
+		}
+	})
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.publisher(ctx) }()
+	go func() { defer wg.Done(); s.catchups(ctx) }()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case m := <-s.inbox:
+			if err := s.handle(m); err != nil {
+				s.log.Warn("refused uplink message", "topic", m.topic, "bytes", len(m.payload), "err", err)
+			}
+		}
+	}
+}
+
+func (s *Server) sign(typ string, v any) ([]byte, error) { return wire.Sign(typ, v, s.c.root) }
+
+func (s *Server) handle(m message) error {
+	t, err := wire.ParseTopic(m.topic)
+	if err != nil {
+		return err
+	}
+	switch t.Kind {
+	case wire.KindEntries:
+		b, err := wire.ParseBatch(m.payload, t.Gate)
+		if err != nil {
+			return err
+		}
+		return s.ingest(t.Venue, b)
+	case wire.KindStatus:
+		st, err := wire.ParseStatus(m.payload, t.Gate)
+		if err != nil {
+			return err
+		}
+		if err := s.c.GateStatus(t.Venue, st); err != nil {
+			s.log.Error("store gate status", "err", err)
+			return nil
+		}
+		if st.Online && st.Event != "" {
+			if v, err := s.c.EventVersion(st.Event); err == nil && v > st.WhitelistVersion && s.due(t.Venue, t.Gate, s.o.CatchupEvery) {
+				s.queueCatchup(catchup{t.Venue, t.Gate, st.Event, st.WhitelistVersion})
+			}
+		}
+		return nil
+	case wire.KindHello:
+		h, err := wire.ParseHello(m.payload, t.Gate)
+		if err != nil {
+			return err
+		}
+		if err := s.c.NoteGate(t.Venue, t.Gate, h.Event); err != nil {
+			s.log.Error("store gate", "err", err)
+		}
+		if s.due(t.Venue, t.Gate, 500*time.Millisecond) {
+			s.queueCatchup(catchup{t.Venue, t.Gate, h.Event, h.Version})
+		}
+		return nil
+	}
+	return errors.New("gates do not publish " + t.Kind + " messages")
+}
+
+func (s *Server) due(venue, gate string, every time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := venue + "/" + gate
+	now := s.c.now()
+	if now.Sub(s.last[k]) < every {
+		return false
+	}
+	s.last[k] = now
+	return true
+}
+
+func (s *Server) queueCatchup(c catchup) {
+	select {
+	case s.catch <- c:
+	default:
+		s.log.Warn("catch-up queue full: the gate will ask again", "venue", c.venue, "gate", c.gate)
+	}
+}
+
+func (s *Server) ingest(venue string, b *wire.ParsedBatch) error {
+	received := s.c.now().UTC()
+	res, err := s.c.Ingest(venue, b)
+	if err != nil {
+		// No ack: the gate sends the batch again.
+		s.log.Error("ingest failed", "venue", venue, "gate", b.Gate, "err", err)
+		return nil
+	}
+	ack, err := s.sign(wire.TypeAck, &wire.Ack{Venue: venue, Gate: b.Gate, Instance: b.Instance, First: b.First, Last: b.Last,
+		StoredTo: res.StoredTo, New: res.New, Conflict: len(res.Conflicts), SentAt: b.SentAt, ReceivedAt: received, CentreAt: s.c.now().UTC()})
+	if err != nil {
+		return err
+	}
+	if err := s.bus.Publish(wire.GateTopic(venue, b.Gate, wire.KindAck), ack, false); err != nil {
+		s.log.Warn("ack not published: the gate will send again", "gate", b.Gate, "err", err)
+	}
+	if res.New > 0 {
+		s.log.Debug("ingested", "venue", venue, "gate", b.Gate, "new", res.New, "duplicate", res.Duplicate, "stored_to", res.StoredTo)
+	}
+	for _, cf := range res.Conflicts {
+		s.log.Warn("conflict: ticket admitted twice", "ticket", cf.Ticket, "kind", cf.Kind,
+			"first_gate", cf.First.Gate, "second_gate", cf.Second.Gate)
+	}
+	if len(res.Admitted) == 0 {
+		return nil
+	}
+	byEvent := map[string][]wire.LiveUse{}
+	for i, a := range res.Admitted {
+		ev := eventOf(b, res.Seqs[i])
+		byEvent[ev] = append(byEvent[ev], wire.LiveUse{Ticket: res.Tickets[i], Gate: a.Gate, At: a.At, Seq: res.Seqs[i], EntryID: a.EntryID})
+	}
+	for ev, uses := range byEvent {
+		live, err := s.sign(wire.TypeLive, &wire.Live{Venue: venue, Event: ev, Uses: uses})
+		if err != nil {
+			return err
+		}
+		if err := s.bus.Publish(wire.VenueTopic(venue, wire.KindLive), live, false); err != nil {
+			s.log.Warn("live fan-out not published", "err", err)
+		}
+	}
+	return nil
+}
+
+func eventOf(b *wire.ParsedBatch, seq uint64) string {
+	for _, e := range b.Parsed {
+		if e.Seq == seq {
+			return e.Event
+		}
+	}
+	return ""
+}
+
+// publisher publishes logged deltas to every venue with a gate of their
+// event, and keeps the cursor in the books so a restart resumes.
+func (s *Server) publisher(ctx context.Context) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		s.publishDeltas()
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) publishDeltas() {
+	from, err := s.c.PublishedTo()
+	if err != nil {
+		s.log.Error("read publish cursor", "err", err)
+		return
+	}
+	var ds []*wire.Delta
+	if err := s.c.Deltas(from, "", func(d *wire.Delta) error { ds = append(ds, d); return nil }); err != nil {
+		s.log.Error("read delta log", "err", err)
+		return
+	}
+	to := from
+	for _, d := range ds {
+		venues, err := s.c.Venues(d.Event)
+		if err != nil {
+			s.log.Error("read gates", "err", err)
+			return
+		}
+		msg, err := s.sign(wire.TypeDelta, d)
+		if err != nil {
+			s.log.Error("sign delta", "err", err)
+			return
+		}
+		for _, v := range venues {
+			if err := s.bus.Publish(wire.VenueTopic(v, wire.KindWhitelist), msg, false); err != nil {
+				s.log.Warn("delta not published yet", "version", d.Version, "err", err)
+				s.SetPublished(to)
+				return
+			}
+		}
+		s.log.Info("delta published", "event", d.Event, "version", d.Version, "venues", len(venues),
+			"tickets", len(d.Tickets), "revocations", len(d.Revocations), "trust_list", d.TrustList != nil, "snapshot", d.Snapshot)
+		to = d.Version
+	}
+	s.SetPublished(to)
+}
+
+// SetPublished stores the publish cursor, logging a failure.
+func (s *Server) SetPublished(v uint64) {
+	if err := s.c.SetPublishedTo(v); err != nil {
+		s.log.Error("store publish cursor", "err", err)
+	}
+}
+
+// catchups sends gates what they lack, one gate at a time so a snapshot
+// does not hold up ingest.
+func (s *Server) catchups(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-s.catch:
+			if err := s.catchup(c); err != nil {
+				s.log.Error("catch-up failed", "venue", c.venue, "gate", c.gate, "err", err)
+			}
+		}
+	}
+}
+
+func (s *Server) catchup(c catchup) error {
+	evVer, err := s.c.EventVersion(c.event)
+	if err != nil || c.have >= evVer {
+		return err
+	}
+	var ds []*wire.Delta
+	snapshot := false
+	err = s.c.Deltas(c.have, c.event, func(d *wire.Delta) error {
+		if d.Snapshot || len(ds) >= s.o.MaxReplay || (len(ds) == 0 && d.Prev > c.have) {
+			snapshot = true
+			return errStop
+		}
+		ds = append(ds, d)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return err
+	}
+	topic := wire.GateTopic(c.venue, c.gate, wire.KindSync)
+	if !snapshot {
+		for _, d := range ds {
+			msg, err := s.sign(wire.TypeDelta, d)
+			if err != nil {
+				return err
+			}
+			if err := s.bus.Publish(topic, msg, false); err != nil {
+				return err
+			}
+		}
+		s.log.Info("catch-up sent", "venue", c.venue, "gate", c.gate, "from", c.have, "deltas", len(ds))
+		return nil
+	}
+	return s.sendSnapshot(c, topic)
+}
+
+var errStop = errors.New("stop")
+
+func (s *Server) sendSnapshot(c catchup, topic string) error {
+	start := time.Now()
+	sn, err := s.c.Snapshot(c.event, s.o.ChunkBytes)
+	if err != nil {
+		return err
+	}
+	var idb [8]byte
+	rand.Read(idb[:])
+	m := wire.Manifest{Venue: c.venue, Gate: c.gate, ID: binary.BigEndian.Uint64(idb[:]), Event: c.event, Version: sn.Version,
+		CreatedAt: s.c.now().UTC(), TrustList: sn.TrustList, Tickets: sn.Tickets, Revocations: sn.Revocations}
+	msgs := make([][]byte, len(sn.Chunks))
+	for i, ch := range sn.Chunks {
+		msgs[i] = wire.Chunk(m.ID, uint32(i), ch)
+		m.Chunks = append(m.Chunks, wire.ChunkSum(msgs[i]))
+	}
+	mb, err := s.sign(wire.TypeManifest, &m)
+	if err != nil {
+		return err
+	}
+	if err := s.bus.Publish(topic, mb, false); err != nil {
+		return err
+	}
+	for _, msg := range msgs {
+		if err := s.bus.Publish(topic, msg, false); err != nil {
+			return err
+		}
+	}
+	s.log.Info("snapshot sent", "venue", c.venue, "gate", c.gate, "version", sn.Version, "tickets", sn.Tickets,
+		"revocations", sn.Revocations, "chunks", len(msgs), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/internal/cli"
+	"github.com/gated-dev/gated/verify"
+)
+
+func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
+	fs, dir := flags("serve")
+	broker := fs.String("broker", "embedded", "embedded (a broker inside gatesync) or an external broker URL tcp://HOST:PORT, ssl://HOST:PORT")
+	mqttListen := fs.String("mqtt-listen", "127.0.0.1:1883", "embedded broker: MQTT listen address")
+	listen := fs.String("listen", "127.0.0.1:8080", "HTTP API listen address (loopback by default)")
+	anon := fs.Bool("allow-anonymous", false, "embedded broker: let clients without credentials in, unrestricted (development only)")
+	user := fs.String("broker-username", "", "external broker: gatesync's username")
+	pass := fs.String("broker-password", "", "external broker: gatesync's password (or GATESYNC_BROKER_PASSWORD)")
+	ca := fs.String("tls-ca", "", "external broker: CA file to verify it; embedded: CA of client certificates to require")
+	cert := fs.String("tls-cert", "", "external broker: client certificate; embedded: the listener's certificate (makes it TLS)")
+	key := fs.String("tls-key", "", "key of --tls-cert")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, dir, args); err != nil {
+		return err
+	}
+	if *pass == "" {
+		*pass = os.Getenv("GATESYNC_BROKER_PASSWORD")
+	}
+	log := cli.Logger(os.Stderr, *level).With("component", "gatesync")
+	c, err := open(*dir, now)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	token, err := centre.CreateAPIToken(*dir) // directories made before the API existed get one now
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	var bus centre.Bus
+	if *broker == "embedded" {
+		var tc *tls.Config
+		if *cert != "" {
+			if tc, err = serverTLS(*cert, *key, *ca); err != nil {
+				return err
+			}
+		}
+		e, err := centre.StartEmbedded(centre.EmbeddedOptions{Addr: *mqttListen, TLS: tc, Auth: c.CheckGateUser,
+			AllowAnonymous: *anon, Logger: log.With("component", "broker")})
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		bus = e
+		log.Info("embedded broker listening", "addr", *mqttListen, "tls", tc != nil, "anonymous", *anon)
+	} else {
+		if !strings.Contains(*broker, "://") {
+			return cli.Usagef("--broker %q: use embedded or a URL like tcp://HOST:1883", *broker)
+		}
+		var tc *tls.Config
+		if *ca != "" || *cert != "" {
+			if tc, err = clientTLS(*ca, *cert, *key); err != nil {
+				return err
+			}
+		}
+		x := centre.DialExternal(centre.ExternalOptions{URL: *broker, Username: *user, Password: *pass, TLS: tc,
+			Logger: log.With("component", "mqtt")})
+		defer x.Close()
+		bus = x
+		log.Info("using external broker", "broker", *broker)
+	}
+	srv := centre.NewServer(c, bus, centre.ServerOptions{Logger: log.With("component", "sync")})
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("HTTP API: %w", err)
+	}
+	hs := &http.Server{Handler: centre.NewAPI(c, token, log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP API stopped", "err", err)
+			stop()
+		}
+	}()
+	log.Info("gatesync serving", "dir", *dir, "api", "http://"+ln.Addr().String(), "root", verify.Fingerprint(c.RootPublic()))
+	err = srv.Run(ctx)
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx)
+	log.Info("gatesync stopped")
+	return err
+}
+
+func serverTLS(cert, key, ca string) (*tls.Config, error) {
+	kp, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		return nil, cli.Usagef("--tls-cert/--tls-key: %v", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
+	if ca != "" {
+		pool, err := certPool(ca)
+		if err != nil {
+			return nil, err
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+func clientTLS(ca, cert, key string) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if ca != "" {
+		pool, err := certPool(ca)
+		if err != nil {
+			return nil, err
+		}
+		tc.RootCAs = pool
+	}
+	if cert != "" {
+		kp, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, cli.Usagef("--tls-cert/--tls-key: %v", err)
+		}
+		tc.Certificates = []tls.Certificate{kp}
+	}
+	return tc, nil
+}
+
+func certPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, cli.Usagef("--tls-ca: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, cli.Usagef("--tls-ca %s: no PEM certificates in it", path)
+	}
+	return pool, nil
+}
+
+func cmdAddGate(args []string, stdout io.Writer, now func() time.Time) error {
+	fs, dir := flags("add-gate")
+	venue := fs.String("venue", "", "venue id (required)")
+	gate := fs.String("gate", "", "gate id (required): also its broker username")
+	if err := parse(fs, dir, args); err != nil {
+		return err
+	}
+	if *venue == "" || *gate == "" {
+		return cli.Usagef("--venue VENUE and --gate GATE are required")
+	}
+	c, err := open(*dir, now)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	pw, err := c.AddGateUser(*venue, *gate)
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	fmt.Fprintf(stdout, "gate %s at venue %s: username %s password %s\n", *gate, *venue, *gate, pw)
+	return nil
+}
+
+// client is the --server side of issue and revoke.
+type client struct {
+	base, token string
+	hc          *http.Client
+}
+
+func serverFlags(fs *flag.FlagSet) (server, token *string) {
+	server = fs.String("server", "", "talk to a running gatesync serve at this URL (e.g. http://127.0.0.1:8080) instead of opening --dir")
+	token = fs.String("token", "", "API token for --server (default: GATESYNC_TOKEN, or DIR/api.token when --dir is given)")
+	return
+}
+
+func newClient(server, token, dir string) (*client, error) {
+	if token == "" {
+		token = os.Getenv("GATESYNC_TOKEN")
+	}
+	if token == "" && dir != "" {
+		t, err := centre.ReadAPIToken(dir)
+		if err != nil {
+			return nil, cli.Usagef("no API token: pass --token, set GATESYNC_TOKEN, or --dir with %s (%v)", filepath.Join(dir, centre.APITokenFile), err)
+		}
+		token = t
+	}
+	if token == "" {
+		return nil, cli.Usagef("no API token: pass --token, set GATESYNC_TOKEN, or --dir DIR")
+	}
+	return &client{base: strings.TrimRight(server, "/"), token: token, hc: &http.Client{Timeout: 5 * time.Minute}}, nil
+}
+
+func (c *client) post(path string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequest(http.MethodPost, c.base+path, bytes.NewReader(b))
+	if err != nil {
+		return cli.Usagef("--server: %v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("gatesync server: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var e centre.APIError
+		json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
+		return fmt.Errorf("gatesync server: %s: %s", resp.Status, e.Error)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/gated-dev/gated/verify"
 	bolt "go.etcd.io/bbolt"
@@ -72,4 +73,52 @@ func BenchmarkScanCPU(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkScanCPURatio interleaves one baseline operation (Ed25519 verify
+// plus one bbolt read) with one CPU-part scan, timing each, so load on a
+// shared machine hits both alike; it reports their ratio.
+func BenchmarkScanCPURatio(b *testing.B) {
+	w := newWorld(b, 4096)
+	s := openStore(b, b.TempDir(), nil)
+	if _, err := s.Provision(w.bundle(b, 1, "expo", w.root)); err != nil {
+		b.Fatal(err)
+	}
+	v := w.verifier()
+	codes := make([][]byte, len(w.codes))
+	for i, c := range w.codes {
+		codes[i] = []byte(c)
+	}
+	tok0, _ := verify.Parse(codes[0])
+	raw := tok0.Credential.Raw()
+	msg := append([]byte("GATED-CRED-v1\x00"), raw[:len(raw)-64]...)
+	sig, pub := raw[len(raw)-64:], w.issuer.Public().(ed25519.PublicKey)
+	id := tok0.Credential.Ticket
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tx.Rollback()
+	var base, scan time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		ok := ed25519.Verify(pub, msg, sig)
+		s.db.View(func(tx *bolt.Tx) error { tx.Bucket(bTickets).Get(id[:]); return nil })
+		t1 := time.Now()
+		tok, err := verify.Parse(codes[i%len(codes)])
+		if err != nil || !ok {
+			b.Fatal(err)
+		}
+		sc := Scan{At: w.now, Gate: "g1", Scanner: "bench", Token: tok, Pre: v.Check(tok, w.now, nil)}
+		if _, err := s.apply(tx, v, sc); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		base += t1.Sub(t0)
+		scan += t2.Sub(t1)
+	}
+	b.ReportMetric(float64(scan)/float64(base), "scan/baseline")
+	b.ReportMetric(float64(base.Nanoseconds())/float64(b.N), "baseline-ns")
+	b.ReportMetric(float64(scan.Nanoseconds())/float64(b.N), "scan-ns")
 }

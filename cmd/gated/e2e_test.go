@@ -484,3 +484,24 @@ func TestSIGKILLLosesNothingPrinted(t *testing.T) {
 	}
 	t.Logf("%d decisions printed across kills, %d in the journal", len(printed), len(journal))
 }
+
+// Key rollover: tickets of the old and the new issuer key are both admitted
+// while both are live; once the old key is retired its tickets are refused.
+func TestKeyRollover(t *testing.T) {
+	s := newSite(t)
+	old := s.issue("--event", "expo", "--count", "2")
+	must(t, runBin(t, nil, "gatesync", "rotate-key", "--dir", s.centre))
+	fresh := s.issue("--event", "expo", "--count", "1")
+	s.provision("expo")
+	for i, r := range s.scan([]string{old[0], fresh[0]}) {
+		if r.Reason != "ok" {
+			t.Errorf("scan %d during rollover: %s (%s)", i, r.Reason, r.Detail)
+		}
+	}
+	retired := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	must(t, runBin(t, nil, "gatesync", "rotate-key", "--dir", s.centre, "--retire-old", retired))
+	s.provision("expo")
+	if r := s.scan([]string{old[1]}); r[0].Reason != "unknown_key" {
+		t.Errorf("ticket of a retired key: %s (%s)", r[0].Reason, r[0].Detail)
+	}
+}

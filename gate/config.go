@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,6 +55,13 @@ type Config struct {
 	TLSCA   string `yaml:"tls_ca"`
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// HTTP is the local status endpoint's host:port (/healthz, /metrics,
+	// /status), e.g. 127.0.0.1:9127. Empty or "off": none. It has no
+	// authentication, so keep it on loopback or a management network.
+	HTTP string `yaml:"http"`
+	// ConsoleHold is how long the staff console shows a verdict before it
+	// returns to READY (default 4s).
+	ConsoleHold time.Duration `yaml:"console_hold"`
 }
 
 // ConfigError is a setting a person must fix; commands exit 2 on it.
@@ -119,6 +128,9 @@ func (c *Config) Validate() error {
 	if err := c.validateSync(); err != nil {
 		return err
 	}
+	if err := c.validateOps(); err != nil {
+		return err
+	}
 	switch c.LogLevel {
 	case "":
 		c.LogLevel = "info"
@@ -156,6 +168,36 @@ func (c *Config) validateSync() error {
 		if _, err := os.Stat(f); err != nil {
 			return configErr("TLS file: %v", err)
 		}
+	}
+	return nil
+}
+
+// HTTPAddr is the status endpoint's address, "" when it is off.
+func (c *Config) HTTPAddr() string {
+	if c.HTTP == "off" {
+		return ""
+	}
+	return c.HTTP
+}
+
+func (c *Config) validateOps() error {
+	if a := c.HTTPAddr(); a != "" {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || port == "" {
+			return configErr("http %q: use HOST:PORT such as 127.0.0.1:9127, or off", c.HTTP)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return configErr("http %q: port %q is not a number from 0 to 65535", c.HTTP, port)
+		}
+		if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+			return configErr("http %q: host %q: use an IP address of this box (127.0.0.1 for local only) or localhost", c.HTTP, host)
+		}
+	}
+	if c.ConsoleHold == 0 {
+		c.ConsoleHold = 4 * time.Second
+	}
+	if c.ConsoleHold < 100*time.Millisecond || c.ConsoleHold > time.Hour {
+		return configErr("console_hold %s: use a duration between 100ms and 1h", c.ConsoleHold)
 	}
 	return nil
 }

@@ -41,6 +41,8 @@ func runConfig(args []string) (*gate.Config, error) {
 	tlsCA := fs.String("tls-ca", "", "PEM CAs to verify the broker with (default: system roots)")
 	tlsCert := fs.String("tls-cert", "", "client certificate for the broker")
 	tlsKey := fs.String("tls-key", "", "key of --tls-cert")
+	httpAddr := fs.String("http", "", "status endpoint HOST:PORT for /healthz /metrics /status, e.g. 127.0.0.1:9127 (default: off)")
+	hold := fs.Duration("console-hold", 0, "how long the staff console shows a verdict (default 4s)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return nil, err
@@ -82,6 +84,12 @@ func runConfig(args []string) (*gate.Config, error) {
 	if set["log-level"] {
 		cfg.LogLevel = *level
 	}
+	if set["http"] {
+		cfg.HTTP = *httpAddr
+	}
+	if set["console-hold"] {
+		cfg.ConsoleHold = *hold
+	}
 	for _, f := range []struct {
 		name     string
 		dst, src *string
@@ -103,7 +111,8 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	log := cli.Logger(io.errOut, cfg.LogLevel).With("component", "gated", "gate", cfg.Gate)
+	d := newDaemon(args, cfg, io, now) // console, HTTP, systemd, SIGHUP: daemon.go
+	log := d.log
 	var sources []scanner.Source
 	for _, uri := range cfg.Scanners {
 		src, err := scanner.Open(uri, scanner.Env{Stdin: io.in, Now: now, Log: log})
@@ -131,11 +140,7 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 	policy := verify.Policy{Event: st.Event, Zones: cfg.Zones, Strict: cfg.Strict,
 		MaxCodeAge: cfg.MaxCodeAge, MaxCodeSkew: cfg.MaxCodeSkew}
 	v := verify.NewVerifier(policy, st.Trust)
-	var out gate.Signaller = gate.NewConsoleLines(io.out)
-	if cfg.Output == "json" {
-		out = gate.NewJSONLines(io.out)
-	}
-	signals := []gate.Signaller{out}
+	signals := d.signallers()
 	var g *gate.Gate
 	var link *gatelink.Link
 	if cfg.Broker != "" {
@@ -146,13 +151,14 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 		link, err = gatelink.New(store, gatelink.Options{Broker: cfg.Broker, Venue: cfg.Venue, Gate: cfg.Gate,
 			Username: cfg.MQTTUsername, Password: cfg.MQTTPassword, TLS: tc, Now: now, Logger: log.With("component", "sync"),
 			OnTrust: func(tl *verify.TrustList) {
-				g.SetVerifier(verify.NewVerifier(policy, tl))
+				d.trustChanged(tl)
 				log.Info("trust list rotated", "version", tl.Version, "keys", len(tl.Keys))
 			}})
 		if err != nil {
 			return &gate.ConfigError{Msg: err.Error()}
 		}
 		signals = append(signals, link) // every decision nudges the uplink
+		d.mon.SetSync(link)
 	}
 	g = gate.New(cfg.Gate, store, v, log, signals...)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -162,7 +168,9 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 	if link != nil {
 		go func() { defer close(linkDone); link.Run(ctx) }()
 	}
-	g.Run(ctx, sources)
+	if err := d.run(ctx, g, store, st, policy, sources); err != nil {
+		return err
+	}
 	if link != nil {
 		// Sources may end (stdin closed) while entries still wait for the
 		// centre: a syncing gate keeps syncing until it is told to stop.

@@ -1,0 +1,359 @@
+package main
+
+// What makes `gated run` a well-behaved Linux daemon, kept out of run.go so
+// the decision path stays short to read: the staff console, the local HTTP
+// endpoint, systemd notification and watchdog, journald-friendly logs, and
+// SIGHUP reloads of configuration and scanners.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/console"
+	"github.com/gated-dev/gated/gate"
+	"github.com/gated-dev/gated/internal/daemonlog"
+	"github.com/gated-dev/gated/ops"
+	"github.com/gated-dev/gated/scanner"
+	"github.com/gated-dev/gated/sdnotify"
+	"github.com/gated-dev/gated/verify"
+)
+
+// service holds gated run's operational parts. Create it with newDaemon
+// right after the config is read, so SIGHUP is caught from the start
+// (its default action would kill the process).
+type service struct {
+	args   []string
+	io     stdio
+	now    func() time.Time
+	level  slog.LevelVar
+	log    *slog.Logger
+	mon    *ops.Monitor
+	notify *sdnotify.Notifier
+	screen *console.Screen // nil unless the console owns a terminal
+	hup    chan os.Signal
+
+	mu     sync.Mutex
+	cfg    *gate.Config
+	g      *gate.Gate
+	policy verify.Policy
+	trust  *verify.TrustList
+}
+
+func newDaemon(args []string, cfg *gate.Config, io stdio, now func() time.Time) *service {
+	d := &service{args: args, io: io, now: now, cfg: cfg, hup: make(chan os.Signal, 1)}
+	signal.Notify(d.hup, syscall.SIGHUP)
+	d.level.Set(parseLevel(cfg.LogLevel))
+	logOut := io.errOut
+	if cfg.Output == "console" && isTerminal(io.out) {
+		d.screen = console.New(io.out, d, console.Options{Hold: cfg.ConsoleHold, Now: now})
+		if isTerminal(io.errOut) {
+			// Same screen: logs go to its foot instead of over it.
+			logOut = d.screen.LogWriter()
+		}
+	}
+	d.log = daemonlog.New(logOut, daemonlog.Options{Level: &d.level}).With("component", "gated", "gate", cfg.Gate)
+	d.mon = ops.NewMonitor(ops.Options{Gate: cfg.Gate, Now: now, Logger: d.log.With("component", "ops")})
+	d.notify = sdnotify.New(d.log.With("component", "systemd"))
+	return d
+}
+
+// Status makes the service the console's status source.
+func (d *service) Status() ops.Status { return d.mon.Status() }
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	l.UnmarshalText([]byte(s)) // validated by Config.Validate
+	return l
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && console.IsTerminal(f)
+}
+
+// signallers are the decision's outputs: the monitor first, so counts
+// include a decision by the time the console shows it.
+func (d *service) signallers() []gate.Signaller {
+	var out gate.Signaller
+	switch {
+	case d.screen != nil:
+		out = d.screen
+	case d.cfg.Output == "json":
+		out = gate.NewJSONLines(d.io.out)
+	default:
+		out = gate.NewConsoleLines(d.io.out)
+	}
+	return []gate.Signaller{d.mon, out}
+}
+
+// trustChanged swaps in a verifier for a new trust list from the centre,
+// keeping the policy of the latest reload.
+func (d *service) trustChanged(tl *verify.TrustList) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.trust = tl
+	if d.g != nil {
+		d.g.SetVerifier(verify.NewVerifier(d.policy, tl))
+	}
+}
+
+func (d *service) policyChanged(p verify.Policy) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.policy = p
+	d.g.SetVerifier(verify.NewVerifier(p, d.trust))
+}
+
+// openScanner opens a source the way run.go does.
+func (d *service) openScanner(uri string) (scanner.Source, error) {
+	return scanner.Open(uri, scanner.Env{Stdin: d.io.in, Now: d.now, Log: d.log})
+}
+
+// run serves the gate until every source has ended or ctx is done:
+// HTTP, console, watchdog, and reloads on SIGHUP. sources are opened
+// from cfg.Scanners, in order.
+func (d *service) run(ctx context.Context, g *gate.Gate, store *cache.Store, st *cache.State,
+	policy verify.Policy, sources []scanner.Source) error {
+	defer signal.Stop(d.hup)
+	d.mu.Lock()
+	d.g, d.policy = g, policy
+	if d.trust == nil {
+		d.trust = st.Trust
+	}
+	d.mu.Unlock()
+	d.mon.SetStore(store)
+	d.mon.SetEvent(st.Event)
+
+	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	var bgWG sync.WaitGroup
+	defer func() { stopBg(); bgWG.Wait() }()
+	if addr := d.cfg.HTTPAddr(); addr != "" {
+		srv, err := ops.Listen(addr, d.mon.Handler(), d.log.With("component", "http"))
+		if err != nil {
+			return &gate.ConfigError{Msg: err.Error()}
+		}
+		bgWG.Go(func() { srv.Serve(bg) })
+	}
+	if d.screen != nil {
+		if f, ok := d.io.in.(*os.File); ok && console.IsTerminal(f) {
+			if restore, err := console.QuietInput(f); err == nil {
+				defer restore()
+			}
+		}
+		bgWG.Go(func() { d.screen.Run(bg) })
+	}
+	bgWG.Go(func() { d.notify.Watchdog(bg, d.mon.Healthy) })
+	bgWG.Go(func() { d.statusLoop(bg) })
+
+	sup := &supervisor{g: g, mon: d.mon, log: d.log, ended: make(chan struct{}, 1), running: map[string]*running{}}
+	for i, src := range sources {
+		sup.start(ctx, d.cfg.Scanners[i], src)
+	}
+	d.notify.Ready(d.statusLine())
+	d.log.Info("ready", "http", d.cfg.HTTPAddr(), "console", d.screen != nil)
+	for {
+		select {
+		case <-ctx.Done():
+			d.notify.Stopping()
+			d.log.Info("stopping: finishing scans in flight")
+			sup.wait()
+			return nil
+		case <-d.hup:
+			d.reload(ctx, sup)
+		case <-sup.ended:
+			if sup.count() == 0 {
+				sup.wait()
+				return nil
+			}
+		}
+	}
+}
+
+func (d *service) statusLine() string {
+	st := d.mon.Status()
+	up := 0
+	for _, s := range st.Scanners {
+		if s.Up {
+			up++
+		}
+	}
+	line := fmt.Sprintf("%d admitted, %d denied; scanners %d/%d up; outbox %d", st.Admitted, st.Denied, up, len(st.Scanners), st.Outbox)
+	if st.Online != nil && !*st.Online {
+		line += "; OFFLINE"
+	}
+	return line
+}
+
+// statusLoop keeps `systemctl status` current.
+func (d *service) statusLoop(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.notify.Status(d.statusLine())
+		}
+	}
+}
+
+// reload re-reads the config file and flags (flags still win) and applies
+// what can change while scanning: log level, zones, strict mode, rotating
+// code windows, console hold, and the scanner list. Scanners whose URI is
+// unchanged keep running, so no scan in their hands is lost. Settings that
+// need a restart are named in a warning. A config that does not validate,
+// or a new scanner that does not open, changes nothing.
+func (d *service) reload(ctx context.Context, sup *supervisor) {
+	d.notify.Reloading()
+	defer func() { d.notify.Ready(d.statusLine()) }()
+	cfg, err := runConfig(d.args)
+	if err != nil {
+		d.log.Error("reload refused; still running the previous configuration", "err", err)
+		return
+	}
+	d.mu.Lock()
+	old := d.cfg
+	d.mu.Unlock()
+	for _, f := range restartOnly(old, cfg) {
+		d.log.Warn("setting changed; it takes effect at the next restart (systemctl restart gated)", "setting", f)
+	}
+	opened := map[string]scanner.Source{}
+	for _, uri := range cfg.Scanners {
+		if sup.has(uri) || opened[uri] != nil {
+			continue
+		}
+		src, err := d.openScanner(uri)
+		if err != nil {
+			d.log.Error("reload refused; still running the previous configuration", "err", err)
+			return
+		}
+		opened[uri] = src
+	}
+	d.level.Set(parseLevel(cfg.LogLevel))
+	d.mu.Lock()
+	p := d.policy
+	d.mu.Unlock()
+	p.Zones, p.Strict, p.MaxCodeAge, p.MaxCodeSkew = cfg.Zones, cfg.Strict, cfg.MaxCodeAge, cfg.MaxCodeSkew
+	d.policyChanged(p)
+	if d.screen != nil {
+		d.screen.SetHold(cfg.ConsoleHold)
+	}
+	added, removed := sup.apply(ctx, cfg.Scanners, opened)
+	d.mu.Lock()
+	d.cfg = cfg
+	d.mu.Unlock()
+	d.log.Info("configuration reloaded", "zones", cfg.Zones, "strict", cfg.Strict,
+		"scanners_added", added, "scanners_removed", removed, "log_level", cfg.LogLevel)
+}
+
+// restartOnly names the settings that differ and cannot change in place.
+func restartOnly(a, b *gate.Config) []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		a, b any
+	}{
+		{"data", a.Data, b.Data}, {"gate", a.Gate, b.Gate}, {"output", a.Output, b.Output},
+		{"http", a.HTTPAddr(), b.HTTPAddr()}, {"broker", a.Broker, b.Broker}, {"venue", a.Venue, b.Venue},
+		{"mqtt_username", a.MQTTUsername, b.MQTTUsername}, {"mqtt_password", a.MQTTPassword, b.MQTTPassword},
+		{"tls_ca", a.TLSCA, b.TLSCA}, {"tls_cert", a.TLSCert, b.TLSCert}, {"tls_key", a.TLSKey, b.TLSKey},
+	} {
+		if f.a != f.b {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
+// supervisor runs each scanner source in its own gate.Run, so one can be
+// added or removed on reload while the others keep reading.
+type supervisor struct {
+	g     *gate.Gate
+	mon   *ops.Monitor
+	log   *slog.Logger
+	ended chan struct{}
+	wg    sync.WaitGroup
+
+	mu      sync.Mutex
+	running map[string]*running // by URI
+}
+
+type running struct {
+	src    scanner.Source
+	cancel context.CancelFunc
+}
+
+func (s *supervisor) start(ctx context.Context, uri string, src scanner.Source) {
+	sctx, cancel := context.WithCancel(ctx)
+	r := &running{src: src, cancel: cancel}
+	s.mu.Lock()
+	s.running[uri] = r
+	s.mu.Unlock()
+	s.mon.ScannerStarted(src.Name(), src)
+	s.wg.Go(func() {
+		s.g.Run(sctx, []scanner.Source{src})
+		s.mu.Lock()
+		if s.running[uri] == r { // not removed by a reload
+			delete(s.running, uri)
+			s.mon.ScannerStopped(src.Name(), nil)
+		}
+		s.mu.Unlock()
+		cancel()
+		select {
+		case s.ended <- struct{}{}:
+		default:
+		}
+	})
+}
+
+func (s *supervisor) has(uri string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.running[uri] != nil
+}
+
+func (s *supervisor) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.running)
+}
+
+// apply makes the running set match uris: opened holds the new sources.
+func (s *supervisor) apply(ctx context.Context, uris []string, opened map[string]scanner.Source) (added, removed []string) {
+	want := map[string]bool{}
+	for _, u := range uris {
+		want[u] = true
+	}
+	s.mu.Lock()
+	var stop []*running
+	for uri, r := range s.running {
+		if !want[uri] {
+			stop = append(stop, r)
+			delete(s.running, uri)
+			removed = append(removed, uri)
+		}
+	}
+	s.mu.Unlock()
+	for _, r := range stop {
+		r.cancel()
+		s.mon.ScannerRemoved(r.src.Name())
+	}
+	for _, uri := range uris {
+		if src := opened[uri]; src != nil {
+			s.start(ctx, uri, src)
+			added = append(added, uri)
+		}
+	}
+	return added, removed
+}
+
+func (s *supervisor) wait() { s.wg.Wait() }

@@ -121,12 +121,16 @@ func startGate(bin string, args []string) (*exec.Cmd, chan string) {
 	return g, lines
 }
 
-// rss returns VmRSS and VmHWM in kB.
+// rss returns VmRSS and VmHWM in kB, and logs the anonymous and
+// file-backed (the store's mmap) parts.
 func rss(pid int) (int, int) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	check(err)
 	var r, h int
 	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "RssAnon:") || strings.HasPrefix(l, "RssFile:") {
+			log.Print(strings.Join(strings.Fields(l), " "))
+		}
 		if strings.HasPrefix(l, "VmRSS:") {
 			fmt.Sscan(strings.TrimPrefix(l, "VmRSS:"), &r)
 		}

@@ -26,7 +26,11 @@ func TestSyncBrokerDownThenUp(t *testing.T) {
 	const n = 10000
 	v := newVenue(t, n, "g1", "g2")
 	users := map[string]string{"gatesync": "centre-secret", "g1": v.pass["g1"], "g2": v.pass["g2"]}
-	m := mqtttest.New(t, mqtttest.Options{Users: users, ACL: mqtttest.ACL(testVenue, "gatesync")})
+	acl, err := os.ReadFile("../../deploy/mosquitto/acl") // the example configuration, tested for real
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mqtttest.New(t, mqtttest.Options{Users: users, ACL: strings.ReplaceAll(string(acl), "venue1", testVenue)})
 	// Everything starts with the broker absent.
 	v.startServe(m.URL, "--broker-username", "gatesync", "--broker-password", "centre-secret")
 	g1 := v.startGate("g1", m.URL, "--username", "g1", "--password", v.pass["g1"])
@@ -63,6 +67,16 @@ func TestSyncBrokerDownThenUp(t *testing.T) {
 	if cs := v.conflicts(); len(cs) != 0 {
 		t.Errorf("conflicts: %+v", cs)
 	}
+	// The ACL: g1's credentials cannot pass entries off as g2's; the
+	// centre's can (so it is the ACL that stopped g1).
+	forged := forgedBatch("g2")
+	publish(t, m.Port, "g1", v.pass["g1"], wire.GateTopic(testVenue, "g2", wire.KindEntries), forged)
+	time.Sleep(time.Second)
+	if got := len(v.entries()); got != n {
+		t.Fatalf("g1 injected an entry as g2: %d entries", got)
+	}
+	publish(t, m.Port, "gatesync", "centre-secret", wire.GateTopic(testVenue, "g2", wire.KindEntries), forged)
+	waitFor(t, 10*time.Second, "the control entry arrives", func() bool { return len(v.entries()) == n+1 })
 	// Acked entries leave the outbox; the journal keeps them.
 	g1.stop()
 	g2.stop()
@@ -159,6 +173,22 @@ func TestSyncConflictLiveAndRevocation(t *testing.T) {
 	cs := v.conflicts()
 	if len(cs) != 1 || cs[0].Kind != "two_gates" || cs[0].First.Gate == cs[0].Second.Gate {
 		t.Fatalf("conflicts: %+v", cs)
+	}
+	if _, err := exec.LookPath("mosquitto_pub"); err == nil {
+		// The embedded broker's ACL: g1 may publish entries on its own topic
+		// only (the first is stored, the second dropped).
+		publish(t, v.mqtt, "g1", v.pass["g1"], wire.GateTopic(testVenue, "g1", wire.KindEntries), forgedBatch("g1"))
+		waitFor(t, 10*time.Second, "g1's own-topic entry arrives", func() bool { return len(v.entries()) == 3 })
+		// mochi disconnects a client that publishes where it may not.
+		tryPublish(v.mqtt, "g1", v.pass["g1"], wire.GateTopic(testVenue, "g2", wire.KindEntries), forgedBatch("g2"))
+		tryPublish(v.mqtt, "g1", v.pass["g1"], wire.VenueTopic(testVenue, wire.KindWhitelist), []byte("{}"))
+		time.Sleep(time.Second)
+		if got := len(v.entries()); got != 3 {
+			t.Fatalf("g1 published as g2 through the embedded broker: %d entries", got)
+		}
+		if strings.Contains(g2.err.String(), "ignored downlink message") {
+			t.Fatalf("g1's whitelist message reached g2: %s", g2.err)
+		}
 	}
 	waitFor(t, 10*time.Second, "both gates connected", func() bool {
 		return strings.Contains(g1.err.String(), "connected to broker") && strings.Contains(g2.err.String(), "connected to broker")
@@ -307,4 +337,23 @@ func forgedMessages(t testing.TB, venueID, gate, event, ticket string) []rogueMs
 		{topic: wire.GateTopic(venueID, gate, wire.KindStatus), payload: []byte{0, 1, 2, 3}, uplink: true},
 		{topic: wire.GateTopic(venueID, gate, wire.KindHello), payload: []byte("{}"), uplink: true},
 	}
+}
+
+// forgedBatch is a well-formed one-entry batch in gate's name.
+func forgedBatch(gate string) []byte {
+	e := jsonOf(map[string]any{"seq": 1, "id": "forged-1", "gate": gate, "verdict": "deny", "reason": "malformed", "at": time.Now().UTC()})
+	return jsonOf(wire.Batch{V: wire.Version, Gate: gate, Instance: "forged", First: 1, Last: 1, SentAt: time.Now().UTC(),
+		Entries: []json.RawMessage{e}})
+}
+
+func publish(t testing.TB, port int, user, pass, topic string, payload []byte) {
+	t.Helper()
+	if out, err := tryPublish(port, user, pass, topic, payload); err != nil {
+		t.Fatalf("mosquitto_pub as %s on %s: %v %s", user, topic, err, out)
+	}
+}
+
+func tryPublish(port int, user, pass, topic string, payload []byte) ([]byte, error) {
+	return exec.Command("mosquitto_pub", "-p", fmt.Sprint(port), "-u", user, "-P", pass, "-i", "test-"+user,
+		"-q", "1", "-t", topic, "-m", string(payload)).CombinedOutput()
 }

@@ -1,0 +1,520 @@
+package sales
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gated-dev/gated/realname"
+	"github.com/gated-dev/gated/wxpay"
+	bolt "go.etcd.io/bbolt"
+)
+
+// ownTicket loads a ticket the signed-in buyer holds.
+func (s *Server) ownTicket(r *http.Request) (*TicketRec, *Event, error) {
+	t, err := s.st.Ticket(r.PathValue("id"))
+	if errors.Is(err, errNotFound) || err == nil && t.Owner != user(r) {
+		return nil, nil, problem(http.StatusNotFound, "unknown_ticket", "You hold no ticket %q.", r.PathValue("id"))
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	ev := s.cfg.event(t.Event)
+	if ev == nil {
+		return nil, nil, problem(http.StatusConflict, "event_closed", "Event %q is no longer on sale here.", t.Event)
+	}
+	return t, ev, nil
+}
+
+// frozen refuses changes too close to the doors opening.
+func (s *Server) frozen(ev *Event, what string) error {
+	at := ev.DoorsOpen.Add(-time.Duration(s.cfg.FreezeBefore))
+	if !s.cfg.Now().Before(at) {
+		return problem(http.StatusConflict, "frozen", "%s closed at %s, %s before the doors of %s open.",
+			what, at.Format(time.RFC3339), time.Duration(s.cfg.FreezeBefore), ev.Name)
+	}
+	return nil
+}
+
+// RefundView is the answer to a refund request.
+type RefundView struct {
+	Ticket      TicketView `json:"ticket"`
+	OutRefundNo string     `json:"out_refund_no"`
+	Amount      int64      `json:"amount_fen"`
+	Status      string     `json:"status"`
+}
+
+func refundNo(order string, index int) string { return "R" + order + "-" + strconv.Itoa(index) }
+
+func (s *Server) refundTicket(w http.ResponseWriter, r *http.Request) error {
+	t, ev, err := s.ownTicket(r)
+	if err != nil {
+		return err
+	}
+	if t.Buyer != t.Owner {
+		return problem(http.StatusConflict, "not_refundable", "This ticket was transferred to you; only its buyer's payment can be refunded, so pass it on by transfer instead.")
+	}
+	if t.State != TicketValid && t.RefundNo != "" {
+		return s.writeRefund(w, t.ID)
+	}
+	if t.State != TicketValid {
+		return problem(http.StatusConflict, "ticket_busy", "This ticket is being transferred; try again in a moment.")
+	}
+	if err := s.frozen(ev, "Refunds"); err != nil {
+		return err
+	}
+	no := refundNo(t.Order, t.Index)
+	err = s.st.db.Update(func(tx *bolt.Tx) error {
+		cur, err := getTicket(tx, t.ID)
+		if err != nil {
+			return err
+		}
+		if cur.State != TicketValid || cur.Owner != user(r) {
+			return problem(http.StatusConflict, "ticket_busy", "This ticket changed meanwhile; reload My tickets.")
+		}
+		o, err := getOrder(tx, cur.Order)
+		if err != nil {
+			return err
+		}
+		if cur.Transfer != "" {
+			if err := tx.Bucket(bTransfers).Delete([]byte(cur.Transfer)); err != nil {
+				return err
+			}
+			cur.Transfer = ""
+		}
+		// The ticket is revoked before the money moves: a refunded ticket
+		// must never still open a gate.
+		cur.State, cur.RefundNo, cur.Updated = TicketRevoking, no, s.cfg.Now().UTC()
+		rf := &RefundRec{No: no, Ticket: cur.ID, Order: cur.Order, Amount: cur.Price, Total: o.Total, Created: cur.Updated}
+		if err := putJSON(tx.Bucket(bRefunds), []byte(no), rf); err != nil {
+			return err
+		}
+		return putTicket(tx, cur)
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.driveRefund(r.Context(), no); err != nil {
+		// Recorded: reconciliation finishes it. The buyer sees the state.
+		s.log.Warn("refund not finished", "refund", no, "err", err)
+	}
+	return s.writeRefund(w, t.ID)
+}
+
+func (s *Server) writeRefund(w http.ResponseWriter, id string) error {
+	t, err := s.st.Ticket(id)
+	if err != nil {
+		return err
+	}
+	rf, err := s.st.Refund(t.RefundNo)
+	if err != nil {
+		return err
+	}
+	status := rf.Status
+	if status == "" {
+		status = "PENDING"
+	}
+	writeJSON(w, http.StatusAccepted, RefundView{Ticket: s.ticketView(t), OutRefundNo: rf.No, Amount: rf.Amount, Status: status})
+	return nil
+}
+
+// driveRefund takes a refund as far as it goes: revoke the ticket (through
+// the issuer, so the whitelist delta reaches the gates), give its stock
+// back, then ask WeChat Pay. Each step is recorded before the next, and
+// each is safe to repeat: revoking twice is one revocation, and the same
+// out_refund_no twice is one refund.
+func (s *Server) driveRefund(ctx context.Context, no string) error {
+	unlock := s.orderLocks.lock("refund:" + no)
+	defer unlock()
+	rf, err := s.st.Refund(no)
+	if err != nil || rf.Status != "" {
+		return err
+	}
+	if rf.Ticket != "" {
+		t, err := s.st.Ticket(rf.Ticket)
+		if err != nil {
+			return err
+		}
+		if t.State == TicketRevoking {
+			if err := s.iss.Revoke(ctx, t.ID, "refund "+no); err != nil {
+				return fmt.Errorf("revoke %s: %w", t.ID, err)
+			}
+			err = s.st.db.Update(func(tx *bolt.Tx) error {
+				cur, err := getTicket(tx, t.ID)
+				if err != nil || cur.State != TicketRevoking {
+					return err
+				}
+				o, err := getOrder(tx, cur.Order)
+				if err != nil {
+					return err
+				}
+				cur.State, cur.Updated = TicketRefundAsked, s.cfg.Now().UTC()
+				// The seat goes back on sale; the buyer and holder may buy again.
+				owner := *o
+				owner.OpenID = cur.Buyer
+				if err := release(tx, &owner, 1, []HolderRec{cur.Holder}); err != nil {
+					return err
+				}
+				return putTicket(tx, cur)
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	res, err := s.pay.Refund(ctx, wxpay.RefundRequest{OutTradeNo: rf.Order, OutRefundNo: no, Reason: "ticket refund",
+		Refund: rf.Amount, Total: rf.Total})
+	if err != nil {
+		return err
+	}
+	return s.recordRefund(no, res.Status, res.RefundID, 0)
+}
+
+// recordRefund stores WeChat Pay's word on a refund; amount, when not 0,
+// must match what we asked.
+func (s *Server) recordRefund(no, status, refundID string, amount int64) error {
+	return s.st.db.Update(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bRefunds).Get([]byte(no))
+		if v == nil {
+			return errUnknownOrder
+		}
+		var rf RefundRec
+		if err := json.Unmarshal(v, &rf); err != nil {
+			return err
+		}
+		if amount != 0 && amount != rf.Amount {
+			s.log.Error("refund amount mismatch", "refund", no, "refunded", amount, "asked", rf.Amount)
+			return errAmountMismatch
+		}
+		if rf.Status == wxpay.RefundSuccess || rf.Status == status {
+			return nil // known already
+		}
+		rf.Status = status
+		if refundID != "" {
+			rf.RefundID = refundID
+		}
+		switch status {
+		case wxpay.RefundAbnormal, wxpay.RefundClosed:
+			s.log.Error("refund failed at WeChat Pay: handle in the merchant platform", "refund", no, "status", status)
+		default:
+			s.log.Info("refund", "refund", no, "status", status)
+		}
+		if rf.Ticket != "" {
+			t, err := getTicket(tx, rf.Ticket)
+			if err != nil {
+				return err
+			}
+			switch status {
+			case wxpay.RefundSuccess:
+				t.State = TicketRefunded
+			case wxpay.RefundProcessing:
+				t.State = TicketRefunding
+			}
+			t.Updated = s.cfg.Now().UTC()
+			if err := putTicket(tx, t); err != nil {
+				return err
+			}
+		}
+		return putJSON(tx.Bucket(bRefunds), []byte(no), &rf)
+	})
+}
+
+func (s *Server) refundNotify(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	n, err := s.pay.ParseRefundNotify(r)
+	if err != nil {
+		s.log.Warn("refund notification refused", "addr", clientAddr(r), "err", err)
+		notifyAnswer(w, http.StatusUnauthorized, err)
+		return
+	}
+	if n.MchID != s.cfg.MchID {
+		s.log.Error("refund notification for another merchant", "mchid", n.MchID, "refund", n.OutRefundNo)
+		notifyAnswer(w, http.StatusBadRequest, errMerchantMismatch)
+		return
+	}
+	switch err := s.recordRefund(n.OutRefundNo, n.RefundStatus, n.RefundID, n.Amount.Refund); {
+	case errors.Is(err, errUnknownOrder):
+		s.log.Error("refund notification for unknown refund", "refund", n.OutRefundNo)
+		notifyAnswer(w, http.StatusNotFound, errors.New("unknown out_refund_no"))
+	case errors.Is(err, errAmountMismatch):
+		notifyAnswer(w, http.StatusBadRequest, err)
+	case err != nil:
+		notifyAnswer(w, http.StatusInternalServerError, err)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// TransferOffer is the answer to a transfer request: the code the
+// recipient accepts.
+type TransferOffer struct {
+	Code      string    `json:"code"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *Server) offerTransfer(w http.ResponseWriter, r *http.Request) error {
+	t, ev, err := s.ownTicket(r)
+	if err != nil {
+		return err
+	}
+	if t.State != TicketValid {
+		return problem(http.StatusConflict, "not_transferable", "This ticket is %s and cannot be transferred.", strings.ReplaceAll(t.State, "_", " "))
+	}
+	if err := s.frozen(ev, "Transfers"); err != nil {
+		return err
+	}
+	b := make([]byte, 10)
+	rand.Read(b)
+	offer := TransferOffer{Code: strings.ToUpper(hex.EncodeToString(b)), ExpiresAt: s.cfg.Now().Add(time.Duration(s.cfg.TransferTTL)).UTC()}
+	err = s.st.db.Update(func(tx *bolt.Tx) error {
+		cur, err := getTicket(tx, t.ID)
+		if err != nil {
+			return err
+		}
+		if cur.State != TicketValid || cur.Owner != user(r) {
+			return problem(http.StatusConflict, "ticket_busy", "This ticket changed meanwhile; reload My tickets.")
+		}
+		if cur.Transfer != "" { // one open offer: a new one voids the old
+			if err := tx.Bucket(bTransfers).Delete([]byte(cur.Transfer)); err != nil {
+				return err
+			}
+		}
+		cur.Transfer = offer.Code
+		if err := putJSON(tx.Bucket(bTransfers), []byte(offer.Code), TransferRec{Code: offer.Code, Ticket: cur.ID, From: cur.Owner, Expires: offer.ExpiresAt}); err != nil {
+			return err
+		}
+		return putTicket(tx, cur)
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, offer)
+	return nil
+}
+
+// AcceptRequest is the body of POST /api/v1/transfers/{code}/accept.
+type AcceptRequest struct {
+	Holder    *realname.Holder `json:"holder,omitempty"`
+	DeviceKey string           `json:"device_key,omitempty"`
+}
+
+func (s *Server) acceptTransfer(w http.ResponseWriter, r *http.Request) error {
+	var req AcceptRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	code := strings.ToUpper(r.PathValue("code"))
+	var tr TransferRec
+	err := s.st.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bTransfers).Get([]byte(code))
+		if v == nil {
+			return problem(http.StatusNotFound, "unknown_transfer", "No open transfer has the code %q; ask the sender for a new one.", code)
+		}
+		return json.Unmarshal(v, &tr)
+	})
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	if !now.Before(tr.Expires) {
+		return problem(http.StatusGone, "transfer_expired", "This transfer code expired at %s; ask the sender for a new one.", tr.Expires.Format(time.RFC3339))
+	}
+	me := user(r)
+	if tr.From == me {
+		return problem(http.StatusConflict, "own_ticket", "You cannot accept your own transfer; send the code to the new holder.")
+	}
+	t, err := s.st.Ticket(tr.Ticket)
+	if err != nil {
+		return err
+	}
+	ev := s.cfg.event(t.Event)
+	if ev == nil {
+		return problem(http.StatusConflict, "event_closed", "Event %q is no longer on sale here.", t.Event)
+	}
+	if err := s.frozen(ev, "Transfers"); err != nil {
+		return err
+	}
+	var dev ed25519.PublicKey
+	if ev.Rotating {
+		k, err := base64.StdEncoding.DecodeString(req.DeviceKey)
+		if err != nil || len(k) != ed25519.PublicKeySize {
+			return problem(http.StatusBadRequest, "device_key_required", "This event uses rotating codes: send your phone's Ed25519 public key (32 bytes, base64) as device_key.")
+		}
+		dev = k
+	}
+	var holder HolderRec
+	var clear realname.Holder
+	if ev.RealName {
+		if req.Holder == nil {
+			return problem(http.StatusBadRequest, "holder_required", "This event is real-name: give the new holder's name and id number.")
+		}
+		n, err := realname.Normalise(*req.Holder)
+		if errors.Is(err, realname.ErrBadName) {
+			return problem(http.StatusBadRequest, "bad_name", "The name must be 1 to 30 characters.")
+		}
+		if err != nil {
+			return problem(http.StatusBadRequest, "bad_id_number", "%s is not a valid 18-character resident identity card number.", realname.MaskID(strings.TrimSpace(req.Holder.ID)))
+		}
+		clear = n
+		holder.IDHash = s.vault.IDHash(n.ID)
+	}
+
+	// Step 1: lock the ticket and take the new holder's id slot.
+	err = s.st.db.Update(func(tx *bolt.Tx) error {
+		cur, err := getTicket(tx, t.ID)
+		if err != nil {
+			return err
+		}
+		if cur.State != TicketValid || cur.Transfer != code {
+			return problem(http.StatusGone, "transfer_void", "This transfer was withdrawn or the ticket changed; ask the sender for a new code.")
+		}
+		if holder.IDHash != nil && !bytes.Equal(holder.IDHash, cur.Holder.IDHash) {
+			n, _ := getU64(tx.Bucket(bIDCount), key(cur.Event, string(holder.IDHash)))
+			if int(n)+1 > s.cfg.MaxPerID {
+				return problem(http.StatusConflict, "id_limit", "The id number %s already has a ticket for %s: one id number, %d ticket per show.", realname.MaskID(clear.ID), ev.Name, s.cfg.MaxPerID)
+			}
+			if err := addU64(tx.Bucket(bIDCount), key(cur.Event, string(holder.IDHash)), 1); err != nil {
+				return err
+			}
+		}
+		cur.State = TicketTransferring
+		return putTicket(tx, cur)
+	})
+	if err != nil {
+		return err
+	}
+	undo := func() {
+		err := s.st.db.Update(func(tx *bolt.Tx) error {
+			cur, err := getTicket(tx, t.ID)
+			if err != nil {
+				return err
+			}
+			if holder.IDHash != nil && !bytes.Equal(holder.IDHash, cur.Holder.IDHash) {
+				addU64(tx.Bucket(bIDCount), key(cur.Event, string(holder.IDHash)), -1)
+			}
+			cur.State = TicketValid
+			return putTicket(tx, cur)
+		})
+		if err != nil {
+			s.log.Error("undo transfer", "ticket", t.ID, "err", err)
+		}
+	}
+	// Step 2: a higher serial at the centre; gates refuse the old code.
+	it, err := s.iss.Reissue(r.Context(), t.ID, dev)
+	if err != nil {
+		undo()
+		s.log.Error("reissue for transfer", "ticket", t.ID, "err", err)
+		return problem(http.StatusBadGateway, "issue_unavailable", "The ticket could not be re-issued just now; nothing changed, please try again.")
+	}
+	if ev.RealName {
+		if holder.Sealed, err = s.vault.Seal(clear, ticketBind(t.ID)); err != nil {
+			return err
+		}
+	}
+	// Step 3: hand it over.
+	var view TicketView
+	err = s.st.db.Update(func(tx *bolt.Tx) error {
+		cur, err := getTicket(tx, t.ID)
+		if err != nil {
+			return err
+		}
+		if ev.RealName && !bytes.Equal(holder.IDHash, cur.Holder.IDHash) && len(cur.Holder.IDHash) > 0 {
+			if err := addU64(tx.Bucket(bIDCount), key(cur.Event, string(cur.Holder.IDHash)), -1); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bOwned).Delete(key(cur.Owner, cur.ID)); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bOwned).Put(key(me, cur.ID), nil); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bTransfers).Delete([]byte(code)); err != nil {
+			return err
+		}
+		if ev.RealName {
+			cur.Holder = holder
+		}
+		cur.Owner, cur.Serial, cur.Code, cur.Device = me, it.Serial, it.Code, dev
+		cur.State, cur.Transfer, cur.Updated = TicketValid, "", now.UTC()
+		view = s.ticketView(cur)
+		return putTicket(tx, cur)
+	})
+	if err != nil {
+		return err
+	}
+	s.log.Info("ticket transferred", "ticket", t.ID, "serial", it.Serial)
+	writeJSON(w, http.StatusOK, view)
+	return nil
+}
+
+// PurgeRealNames deletes the names, id numbers and id hashes of every
+// event whose retention ran out, and reports how many records it cleared.
+func (s *Server) PurgeRealNames() (int, error) {
+	now := s.cfg.Now()
+	ret := realname.Retention{Days: s.cfg.RealNameRetentionDays}
+	n := 0
+	for _, ev := range s.cfg.Events {
+		if !ev.RealName || !ret.Due(ev.Ends, now) {
+			continue
+		}
+		err := s.st.db.Update(func(tx *bolt.Tx) error {
+			if tx.Bucket(bPurged).Get([]byte(ev.ID)) != nil {
+				return nil
+			}
+			c := tx.Bucket(bTickets).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				var t TicketRec
+				if err := json.Unmarshal(v, &t); err != nil {
+					return err
+				}
+				if t.Event != ev.ID || len(t.Holder.IDHash)+len(t.Holder.Sealed) == 0 {
+					continue
+				}
+				t.Holder = HolderRec{}
+				if err := putTicket(tx, &t); err != nil {
+					return err
+				}
+				n++
+			}
+			c = tx.Bucket(bOrders).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				var o Order
+				if err := json.Unmarshal(v, &o); err != nil {
+					return err
+				}
+				if o.Event != ev.ID || len(o.Holders) == 0 {
+					continue
+				}
+				n += len(o.Holders)
+				o.Holders = nil
+				if err := putOrder(tx, &o); err != nil {
+					return err
+				}
+			}
+			prefix := key(ev.ID, "")
+			ic := tx.Bucket(bIDCount).Cursor()
+			for k, _ := ic.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = ic.Seek(prefix) {
+				if err := ic.Delete(); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket(bPurged).Put([]byte(ev.ID), []byte(now.UTC().Format(time.RFC3339)))
+		})
+		if err != nil {
+			return n, fmt.Errorf("purge %s: %w", ev.ID, err)
+		}
+		s.log.Info("real-name records purged", "event", ev.ID, "records", n)
+	}
+	return n, nil
+}

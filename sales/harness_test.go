@@ -1,0 +1,317 @@
+package sales_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/sales"
+	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wxpay"
+	"github.com/gated-dev/gated/wxpay/wxpaytest"
+)
+
+// A valid resident id number (GB 11643 check character) and another.
+const (
+	idA = "11010519491231002X"
+	idB = "110101199003070011"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+func (c *clock) Set(t time.Time)     { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+
+// syncBuf is a log sink tests read while the server writes.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// countingIssuer passes calls to the real centre and counts them.
+type countingIssuer struct {
+	sales.Issuer
+	issues, revokes, reissues atomic.Int32
+	fail                      atomic.Bool
+}
+
+func (c *countingIssuer) Issue(ctx context.Context, r sales.IssueRequest) ([]sales.IssuedTicket, error) {
+	c.issues.Add(1)
+	if c.fail.Load() {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return c.Issuer.Issue(ctx, r)
+}
+
+func (c *countingIssuer) Revoke(ctx context.Context, id, reason string) error {
+	c.revokes.Add(1)
+	if c.fail.Load() {
+		return io.ErrUnexpectedEOF
+	}
+	return c.Issuer.Revoke(ctx, id, reason)
+}
+
+type harness struct {
+	t      testing.TB
+	clock  *clock
+	cfg    sales.Config
+	srv    *httptest.Server
+	s      *sales.Server
+	st     *sales.Store
+	pay    *wxpaytest.PayServer
+	login  *wxpaytest.LoginServer
+	centre *centre.Centre
+	iss    *countingIssuer
+	logs   *syncBuf
+	doors  time.Time
+}
+
+func testConfig(now time.Time) sales.Config {
+	doors := now.Add(10 * 24 * time.Hour).Truncate(time.Hour)
+	return sales.Config{
+		Events: []sales.Event{
+			{ID: "gala", Name: "New Year Gala", DoorsOpen: doors, Ends: doors.Add(5 * time.Hour),
+				Types: []sales.TicketType{{ID: "std", Name: "Standard", Tiers: []sales.Tier{
+					{ID: "early", Name: "Early bird", Price: 8800, Quota: 10},
+					{ID: "full", Name: "Full price", Price: 12800, Quota: 500},
+				}}}},
+			{ID: "live", Name: "Live House", DoorsOpen: doors, Ends: doors.Add(4 * time.Hour), RealName: true,
+				Types: []sales.TicketType{{ID: "floor", Name: "Floor", Zone: "A", Tiers: []sales.Tier{
+					{ID: "std", Name: "Standard", Price: 38000, Quota: 5},
+				}}}},
+		},
+		HoldFor:         sales.Duration(15 * time.Minute),
+		RealNameHMACKey: bytes.Repeat([]byte{7}, 32),
+		RealNameKey:     bytes.Repeat([]byte{8}, 32),
+	}
+}
+
+func newHarness(t testing.TB, mut func(*sales.Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, logs: &syncBuf{}}
+	h.pay = wxpaytest.NewPayServer(t)
+	h.login = wxpaytest.NewLoginServer(t, h.pay.AppID, "app-secret")
+	dir := t.TempDir()
+	if err := centre.Init(filepath.Join(dir, "centre"), nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := centre.Open(filepath.Join(dir, "centre"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	h.centre = c
+	h.iss = &countingIssuer{Issuer: sales.CentreIssuer{C: c}}
+	st, err := sales.OpenStore(filepath.Join(dir, "sales.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	h.st = st
+	h.cfg = testConfig(h.clock.Now())
+	h.cfg.AppID, h.cfg.MchID = h.pay.AppID, h.pay.MchID
+	h.cfg.Now = h.clock.Now
+	if mut != nil {
+		mut(&h.cfg)
+	}
+	h.doors = h.cfg.Events[0].DoorsOpen
+	mux := http.NewServeMux()
+	h.srv = httptest.NewServer(mux)
+	t.Cleanup(h.srv.Close)
+	// The pay client keeps the wall clock: the SDK checks notification
+	// timestamps against it too.
+	pay, err := wxpay.NewPay(context.Background(), h.pay.Config(h.srv.URL+"/api/v1/wxpay/notify", h.srv.URL+"/api/v1/wxpay/refund-notify"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc, err := wxpay.NewLoginClient(wxpay.LoginConfig{AppID: h.pay.AppID, Secret: "app-secret", BaseURL: h.login.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h.s, err = sales.NewServer(h.cfg, st, h.iss, pay, lc, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s.Register(mux)
+	return h
+}
+
+// signIn logs openid in through the API and returns the bearer token.
+func (h *harness) signIn(openid string) string {
+	h.t.Helper()
+	var lr sales.LoginResponse
+	h.mustDo("POST", "/api/v1/login", "", map[string]string{"code": h.login.Code(openid)}, 200, &lr)
+	return lr.Token
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (a answer) errCode() string {
+	var e sales.ErrorBody
+	json.Unmarshal(a.body, &e)
+	return e.Error
+}
+
+func (h *harness) do(method, path, token string, body any) answer {
+	h.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, h.srv.URL+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := h.srv.Client().Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, resp.Header, b}
+}
+
+// mustDo checks the status and decodes the body into out.
+func (h *harness) mustDo(method, path, token string, body any, status int, out any) answer {
+	h.t.Helper()
+	a := h.do(method, path, token, body)
+	if a.status != status {
+		h.t.Fatalf("%s %s: %d %s, want %d", method, path, a.status, a.body, status)
+	}
+	if a.status >= 400 {
+		var e sales.ErrorBody
+		if json.Unmarshal(a.body, &e) != nil || e.Error == "" || e.Message == "" {
+			h.t.Fatalf("%s %s: refusal without error and message: %s", method, path, a.body)
+		}
+	}
+	if out != nil {
+		if err := json.Unmarshal(a.body, out); err != nil {
+			h.t.Fatalf("%s %s: %v in %s", method, path, err, a.body)
+		}
+	}
+	return a
+}
+
+// refused checks a refusal's status and code.
+func (h *harness) refused(a answer, status int, code string) {
+	h.t.Helper()
+	var e sales.ErrorBody
+	if a.status != status || json.Unmarshal(a.body, &e) != nil || e.Error != code || e.Message == "" {
+		h.t.Fatalf("got %d %s, want %d with error %q and a message", a.status, a.body, status, code)
+	}
+}
+
+func (h *harness) order(token string, req sales.OrderRequest) sales.OrderView {
+	h.t.Helper()
+	var o sales.OrderView
+	h.mustDo("POST", "/api/v1/orders", token, req, 201, &o)
+	return o
+}
+
+func (h *harness) prepay(token, no string) wxpay.RequestPayment {
+	h.t.Helper()
+	var rp wxpay.RequestPayment
+	h.mustDo("POST", "/api/v1/orders/"+no+"/pay", token, nil, 200, &rp)
+	return rp
+}
+
+// payAndNotify plays the buyer paying and WeChat Pay notifying.
+func (h *harness) payAndNotify(no string) wxpaytest.Notification {
+	h.t.Helper()
+	res, err := h.pay.Pay(no)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n := h.pay.Notify("TRANSACTION.SUCCESS", res, time.Now())
+	if st, err := n.Send(h.srv.Client(), h.srv.URL+"/api/v1/wxpay/notify"); err != nil || st != 204 {
+		h.t.Fatalf("payment notification: %d %v", st, err)
+	}
+	return n
+}
+
+// buy runs the whole purchase and returns the paid order.
+func (h *harness) buy(token string, req sales.OrderRequest) sales.OrderView {
+	h.t.Helper()
+	o := h.order(token, req)
+	h.prepay(token, o.No)
+	h.payAndNotify(o.No)
+	var got sales.OrderView
+	h.mustDo("GET", "/api/v1/orders/"+o.No, token, nil, 200, &got)
+	return got
+}
+
+func (h *harness) tickets(token string) []sales.TicketView {
+	h.t.Helper()
+	var ts []sales.TicketView
+	h.mustDo("GET", "/api/v1/tickets", token, nil, 200, &ts)
+	return ts
+}
+
+func (h *harness) remaining(event, typ, tier string) int {
+	h.t.Helper()
+	n, err := h.st.Remaining(event, typ, tier)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+// gateDecision is what a gate with the centre's current bundle decides
+// for a scanned code at doors-open time.
+func (h *harness) gateDecision(event, code string) verify.Reason {
+	h.t.Helper()
+	data, err := h.centre.Export(event)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b, trust, _, err := verify.OpenBundle(data, h.centre.RootPublic())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	tok, err := verify.Parse([]byte(code))
+	if err != nil {
+		h.t.Fatalf("parse %q: %v", code, err)
+	}
+	v := verify.NewVerifier(verify.Policy{Event: event}, trust)
+	var f verify.Facts
+	for i := range b.Tickets {
+		if b.Tickets[i].ID == tok.Credential.Ticket {
+			f.Entry = &b.Tickets[i]
+		}
+	}
+	for i := range b.Revocations {
+		if b.Revocations[i].ID == tok.Credential.Ticket {
+			f.Revoked = &b.Revocations[i]
+		}
+	}
+	if r := v.Check(tok, h.doors.Add(time.Minute), f.Entry); r.Reason != "" {
+		return r.Reason
+	}
+	return v.Decide(tok, f).Reason
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

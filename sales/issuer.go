@@ -1,0 +1,108 @@
+package sales
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"time"
+
+	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/verify"
+)
+
+// Issuer makes, withdraws and re-signs tickets; the centre implements it
+// (CentreIssuer), and its whitelist deltas carry each change to the gates.
+// Implementations must be safe for concurrent use.
+type Issuer interface {
+	// Issue signs Count tickets.
+	Issue(ctx context.Context, r IssueRequest) ([]IssuedTicket, error)
+	// Revoke withdraws a ticket; revoking twice is not an error.
+	Revoke(ctx context.Context, id, reason string) error
+	// Reissue signs a ticket again with a higher serial, bound to
+	// deviceKey when it is set; gates then refuse the older code.
+	Reissue(ctx context.Context, id string, deviceKey ed25519.PublicKey) (IssuedTicket, error)
+}
+
+// IssueRequest describes the tickets of one paid order.
+type IssueRequest struct {
+	Event     string
+	Count     int
+	NotBefore time.Time
+	NotAfter  time.Time
+	Zone      string
+	Reentry   bool
+	// DeviceKey is the buyer's phone key for rotating tickets.
+	DeviceKey ed25519.PublicKey
+}
+
+// IssuedTicket is what the buyer's phone needs of a ticket.
+type IssuedTicket struct {
+	ID     string
+	Serial uint16
+	// Code is the static QR text; a rotating ticket's phone makes its own
+	// codes from the credential.
+	Code       string
+	Credential []byte
+}
+
+// ErrDeviceKeys means the issuer cannot bind a ticket to a phone's key.
+var ErrDeviceKeys = errors.New("this centre cannot bind tickets to a phone's device key yet")
+
+// CentreIssuer issues through an open *centre.Centre.
+type CentreIssuer struct {
+	C *centre.Centre
+}
+
+func issued(t *centre.Ticket) IssuedTicket {
+	it := IssuedTicket{ID: t.ID.String(), Serial: t.Serial, Credential: t.Credential}
+	if len(t.DeviceKey) == 0 {
+		it.Code = t.Code()
+	}
+	return it
+}
+
+// Issue implements Issuer.
+func (ci CentreIssuer) Issue(_ context.Context, r IssueRequest) ([]IssuedTicket, error) {
+	// centre.IssueRequest has no field for a device key the phone made
+	// (its Rotating mode keeps the key itself, for demos): refuse rather
+	// than issue a ticket the buyer's phone cannot present.
+	if len(r.DeviceKey) > 0 {
+		return nil, ErrDeviceKeys
+	}
+	ts, err := ci.C.Issue(centre.IssueRequest{Event: r.Event, Count: r.Count, NotBefore: r.NotBefore,
+		NotAfter: r.NotAfter, Zone: r.Zone, Reentry: r.Reentry})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]IssuedTicket, len(ts))
+	for i := range ts {
+		out[i] = issued(&ts[i])
+	}
+	return out, nil
+}
+
+// Revoke implements Issuer.
+func (ci CentreIssuer) Revoke(_ context.Context, id, reason string) error {
+	tid, err := verify.ParseTicketID(id)
+	if err != nil {
+		return err
+	}
+	_, err = ci.C.Revoke(tid, reason)
+	return err
+}
+
+// Reissue implements Issuer.
+func (ci CentreIssuer) Reissue(_ context.Context, id string, deviceKey ed25519.PublicKey) (IssuedTicket, error) {
+	if len(deviceKey) > 0 {
+		return IssuedTicket{}, ErrDeviceKeys
+	}
+	tid, err := verify.ParseTicketID(id)
+	if err != nil {
+		return IssuedTicket{}, err
+	}
+	t, err := ci.C.Reissue(tid)
+	if err != nil {
+		return IssuedTicket{}, err
+	}
+	return issued(t), nil
+}

@@ -82,6 +82,7 @@ type harness struct {
 	iss    *countingIssuer
 	logs   *syncBuf
 	doors  time.Time
+	dbPath string
 }
 
 func testConfig(now time.Time) sales.Config {
@@ -120,7 +121,8 @@ func newHarness(t testing.TB, mut func(*sales.Config)) *harness {
 	t.Cleanup(func() { c.Close() })
 	h.centre = c
 	h.iss = &countingIssuer{Issuer: sales.CentreIssuer{C: c}}
-	st, err := sales.OpenStore(filepath.Join(dir, "sales.db"))
+	h.dbPath = filepath.Join(dir, "sales.db")
+	st, err := sales.OpenStore(h.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}

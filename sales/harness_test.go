@@ -317,3 +317,13 @@ func (h *harness) gateDecision(event, code string) verify.Reason {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// jsonRaw is a request body sent as it is.
+type jsonRaw []byte
+
+func (j jsonRaw) MarshalJSON() ([]byte, error) {
+	if !json.Valid(j) {
+		return []byte(`"` + strings.ReplaceAll(strings.ReplaceAll(string(j), `\`, `\\`), `"`, `\"`) + `"`), nil
+	}
+	return j, nil
+}

@@ -23,8 +23,10 @@ import (
 )
 
 // Store is what the monitor reads of the gate's store (cache.Store).
+// SyncState, not Stats: Stats walks every page of the whitelist, which on
+// a gate with a million tickets is too much to do every second.
 type Store interface {
-	Stats() (cache.Stats, error)
+	SyncState() (cache.SyncState, error)
 	Outbox(after uint64, max int) ([]cache.Outgoing, error)
 }
 
@@ -272,12 +274,12 @@ func (s *scannerState) status(name string) ScannerStatus {
 }
 
 func (st *Status) readStore(s Store) error {
-	stats, err := s.Stats()
+	ss, err := s.SyncState()
 	if err != nil {
 		return err
 	}
-	st.Outbox = stats.Outbox
-	if stats.Outbox == 0 {
+	st.Outbox = ss.Outbox
+	if ss.Outbox == 0 {
 		return nil
 	}
 	oldest, err := s.Outbox(0, 1)
@@ -322,7 +324,7 @@ func (m *Monitor) Healthy(ctx context.Context) error {
 		return errors.New("store not open")
 	}
 	done := make(chan error, 1)
-	go func() { _, err := store.Stats(); done <- err }()
+	go func() { _, err := store.SyncState(); done <- err }()
 	select {
 	case err := <-done:
 		return err

@@ -16,12 +16,12 @@ import (
 )
 
 type fakeStore struct {
-	stats  cache.Stats
+	outbox int
 	oldest time.Time
 	err    error
 }
 
-func (f *fakeStore) Stats() (cache.Stats, error) { return f.stats, f.err }
+func (f *fakeStore) SyncState() (cache.SyncState, error) { return cache.SyncState{Outbox: f.outbox}, f.err }
 func (f *fakeStore) Outbox(after uint64, max int) ([]cache.Outgoing, error) {
 	b, _ := json.Marshal(map[string]any{"at": f.oldest})
 	return []cache.Outgoing{{Seq: 1, Record: b}}, nil
@@ -82,7 +82,7 @@ func TestReadiness(t *testing.T) {
 func TestStatusCountsAndLag(t *testing.T) {
 	now := time.Date(2026, 5, 1, 18, 0, 0, 0, time.UTC)
 	m := NewMonitor(Options{Gate: "g", Now: func() time.Time { return now }, Recent: 2})
-	m.SetStore(&fakeStore{stats: cache.Stats{Outbox: 3}, oldest: now.Add(-90 * time.Second)})
+	m.SetStore(&fakeStore{outbox: 3, oldest: now.Add(-90 * time.Second)})
 	m.SetSync(fakeLink{false})
 	for i, r := range []verify.Reason{verify.ReasonOK, verify.ReasonAlreadyUsed, verify.ReasonOK} {
 		v := cache.Deny
@@ -156,7 +156,7 @@ func TestHealthyTimesOut(t *testing.T) {
 
 type blockingStore struct{ c chan struct{} }
 
-func (b blockingStore) Stats() (cache.Stats, error) { <-b.c; return cache.Stats{}, nil }
+func (b blockingStore) SyncState() (cache.SyncState, error) { <-b.c; return cache.SyncState{}, nil }
 func (b blockingStore) Outbox(uint64, int) ([]cache.Outgoing, error) {
 	return nil, nil
 }

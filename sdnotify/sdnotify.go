@@ -118,3 +118,16 @@ func (n *Notifier) Watchdog(ctx context.Context, healthy func(context.Context) e
 		}
 	}
 }
+
+// Serve is the whole protocol for a daemon with nothing to reload: READY=1
+// with status now, watchdog pings while healthy (nil: always) until ctx
+// ends, then STOPPING=1. Run it in its own goroutine once serving began.
+func (n *Notifier) Serve(ctx context.Context, status string, healthy func(context.Context) error) {
+	if healthy == nil {
+		healthy = func(context.Context) error { return nil }
+	}
+	n.Ready(status)
+	n.Watchdog(ctx, healthy)
+	<-ctx.Done()
+	n.Stopping()
+}

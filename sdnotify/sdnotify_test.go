@@ -126,3 +126,29 @@ func TestWatchdogPingsOnlyWhileHealthy(t *testing.T) {
 	cancel()
 	<-done
 }
+
+func TestServe(t *testing.T) {
+	c := listen(t)
+	t.Setenv("WATCHDOG_USEC", "40000")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { New(nil).Serve(ctx, "serving", nil); close(done) }()
+	if got := next(t, c); got != "READY=1\nSTATUS=serving" {
+		t.Fatalf("first %q", got)
+	}
+	if got := next(t, c); got != "WATCHDOG=1" {
+		t.Fatalf("then %q", got)
+	}
+	cancel()
+	<-done
+	for {
+		got := next(t, c)
+		if got == "WATCHDOG=1" {
+			continue
+		}
+		if !strings.HasPrefix(got, "STOPPING=1") {
+			t.Fatalf("last %q, want STOPPING=1", got)
+		}
+		break
+	}
+}

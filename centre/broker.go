@@ -27,6 +27,11 @@ type EmbeddedOptions struct {
 	// Auth checks a gate's username (its gate id) and password and returns
 	// its venue. Required unless AllowAnonymous.
 	Auth func(user, pass string) (venue string, ok bool)
+	// CertAuth, with a TLS listener that verifies client certificates,
+	// takes a certificate's common name as the gate id and returns the
+	// gate's venue (a gate added with add-gate). Such a gate needs no
+	// password.
+	CertAuth func(gate string) (venue string, ok bool)
 	// AllowAnonymous lets clients without a username connect, with no
 	// topic restrictions: for development only.
 	AllowAnonymous bool
@@ -60,7 +65,7 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	caps.MaximumPacketSize = wire.MaxMessage + 1024
 	caps.MaximumClientWritesPending = 16 * 1024 // a snapshot is a few thousand chunks
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: o.Logger})
-	if err := srv.AddHook(&aclHook{auth: o.Auth, anon: o.AllowAnonymous, venues: map[string]string{}}, nil); err != nil {
+	if err := srv.AddHook(&aclHook{auth: o.Auth, certAuth: o.CertAuth, anon: o.AllowAnonymous, ids: map[string]gateID{}}, nil); err != nil {
 		return nil, err
 	}
 	l := listeners.NewTCP(listeners.Config{ID: "gates", Address: o.Addr, TLSConfig: o.TLS})
@@ -99,12 +104,15 @@ func (e *Embedded) Subscribe(filters []string, fn func(string, []byte)) error {
 
 type aclHook struct {
 	mqtt.HookBase
-	auth func(user, pass string) (string, bool)
-	anon bool
+	auth     func(user, pass string) (string, bool)
+	certAuth func(gate string) (string, bool)
+	anon     bool
 
-	mu     sync.Mutex
-	venues map[string]string // gate id -> venue, of authenticated gates
+	mu  sync.Mutex
+	ids map[string]gateID // client id -> the gate it authenticated as
 }
+
+type gateID struct{ venue, gate string }
 
 func (h *aclHook) ID() string { return "gated-acl" }
 
@@ -113,20 +121,36 @@ func (h *aclHook) Provides(b byte) bool {
 }
 
 func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	user := string(pk.Connect.Username)
-	if user == "" {
-		return h.anon
-	}
-	if h.auth == nil {
-		return false
-	}
-	venue, ok := h.auth(user, string(pk.Connect.Password))
-	if ok {
-		h.mu.Lock()
-		h.venues[user] = venue
-		h.mu.Unlock()
+	id, ok := h.authenticate(cl, pk)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ok && id.gate != "" {
+		h.ids[cl.ID] = id
+	} else {
+		delete(h.ids, cl.ID)
 	}
 	return ok
+}
+
+func (h *aclHook) authenticate(cl *mqtt.Client, pk packets.Packet) (gateID, bool) {
+	if tc, ok := cl.Net.Conn.(*tls.Conn); ok && h.certAuth != nil {
+		// The listener verified the chain (RequireAndVerifyClientCert).
+		if cs := tc.ConnectionState(); len(cs.VerifiedChains) > 0 && len(cs.PeerCertificates) > 0 {
+			gate := cs.PeerCertificates[0].Subject.CommonName
+			if venue, ok := h.certAuth(gate); ok {
+				return gateID{venue, gate}, true
+			}
+		}
+	}
+	user := string(pk.Connect.Username)
+	if user == "" {
+		return gateID{}, h.anon
+	}
+	if h.auth == nil {
+		return gateID{}, false
+	}
+	venue, ok := h.auth(user, string(pk.Connect.Password))
+	return gateID{venue, user}, ok
 }
 
 // GateMayWrite and GateMayRead are the ACL of a gate, shared by the
@@ -150,20 +174,16 @@ func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
-	user := string(cl.Properties.Username)
-	if user == "" {
-		return h.anon
-	}
 	h.mu.Lock()
-	venue, ok := h.venues[user]
+	id, ok := h.ids[cl.ID]
 	h.mu.Unlock()
 	if !ok {
-		return false
+		return h.anon // anonymous clients, when allowed, are unrestricted
 	}
 	if write {
-		return GateMayWrite(venue, user, topic)
+		return GateMayWrite(id.venue, id.gate, topic)
 	}
-	return GateMayRead(venue, user, topic)
+	return GateMayRead(id.venue, id.gate, topic)
 }
 
 // ExternalOptions configure gatesync's connection to an external broker.

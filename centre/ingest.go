@@ -358,6 +358,19 @@ func (c *Centre) CheckGateUser(user, pass string) (venue string, ok bool) {
 	return venue, ok
 }
 
+// GateVenue returns the venue of a gate added with AddGateUser, for
+// client-certificate logins (the certificate's common name is the gate id).
+func (c *Centre) GateVenue(gate string) (venue string, ok bool) {
+	c.db.View(func(tx *bolt.Tx) error {
+		var u gateUser
+		if v := tx.Bucket(bUsers).Get([]byte(gate)); v != nil && json.Unmarshal(v, &u) == nil {
+			venue, ok = u.Venue, true
+		}
+		return nil
+	})
+	return venue, ok
+}
+
 // APITokenFile holds the HTTP API's bearer token, created by init.
 const APITokenFile = "api.token"
 

@@ -97,8 +97,19 @@ func TestSyncBrokerDownThenUp(t *testing.T) {
 // SIGKILL of gated and gatesync at random moments during sync, then a
 // restart: nothing lost, nothing doubled.
 func TestSyncSurvivesSIGKILL(t *testing.T) {
+	t.Run("embedded", func(t *testing.T) { testSIGKILL(t, false) })
+	t.Run("mosquitto", func(t *testing.T) { testSIGKILL(t, true) })
+}
+
+func testSIGKILL(t *testing.T, external bool) {
 	const n = 1500
 	v := newVenue(t, n, "g1")
+	broker := ""
+	if external {
+		m := mqtttest.New(t, mqtttest.Options{})
+		m.Start(t)
+		broker = m.URL
+	}
 	// Decide offline first, so there is a backlog to sync.
 	recs := records(t, must(t, runBin(t, strings.NewReader(strings.Join(v.codes, "\n")+"\n"), "gated", "run",
 		"--data", v.data("g1"), "--gate", "g1", "--output", "json")))
@@ -113,10 +124,10 @@ func TestSyncSurvivesSIGKILL(t *testing.T) {
 	more := 0
 	for round := range 8 {
 		if serve == nil || !serve.running() {
-			serve = v.startServe("")
+			serve = v.startServe(broker)
 		}
 		if gate == nil || !gate.running() {
-			gate = v.startGate("g1", "")
+			gate = v.startGate("g1", broker)
 		}
 		if round%2 == 1 { // new scans while syncing: they must not be lost either
 			gate.scan(v.codes[rnd.IntN(n)])
@@ -134,10 +145,10 @@ func TestSyncSurvivesSIGKILL(t *testing.T) {
 		}
 	}
 	if !serve.running() {
-		serve = v.startServe("")
+		serve = v.startServe(broker)
 	}
 	if !gate.running() {
-		gate = v.startGate("g1", "")
+		gate = v.startGate("g1", broker)
 	}
 	waitFor(t, time.Minute, "the centre holds the journal", func() bool {
 		return len(v.entries()) >= n && len(v.entries()) >= len(want)
@@ -148,8 +159,8 @@ func TestSyncSurvivesSIGKILL(t *testing.T) {
 	if len(want) < n {
 		t.Fatalf("journal has %d entries", len(want))
 	}
-	serve = v.startServe("")
-	gate = v.startGate("g1", "")
+	serve = v.startServe(broker)
+	gate = v.startGate("g1", broker)
 	waitFor(t, time.Minute, "the centre holds every journal entry", func() bool { return len(v.entries()) >= len(want) })
 	time.Sleep(500 * time.Millisecond)
 	checkExactlyOnce(t, v.entries(), want)
@@ -229,6 +240,30 @@ func TestSyncConflictLiveAndRevocation(t *testing.T) {
 	if cs := v.conflicts(); len(cs) != 1 {
 		t.Fatalf("conflicts after the online scans: %+v", cs)
 	}
+
+	// The will marks a killed gate offline; a clean stop does too.
+	online := func(gate string) bool {
+		var gs []struct {
+			Gate   string `json:"gate"`
+			Online bool   `json:"online"`
+		}
+		if err := v.get("/api/v1/gates", &gs); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range gs {
+			if g.Gate == gate {
+				return g.Online
+			}
+		}
+		return false
+	}
+	if !online("g1") || !online("g2") {
+		t.Fatal("gates not shown online")
+	}
+	g2.kill()
+	waitFor(t, 10*time.Second, "the centre shows the killed g2 offline", func() bool { return !online("g2") })
+	g1.stop()
+	waitFor(t, 10*time.Second, "the centre shows the stopped g1 offline", func() bool { return !online("g1") })
 }
 
 func ticketOfCode(t testing.TB, v *venue, code string) string {

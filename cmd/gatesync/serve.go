@@ -64,7 +64,7 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 			}
 		}
 		e, err := centre.StartEmbedded(centre.EmbeddedOptions{Addr: *mqttListen, TLS: tc, Auth: c.CheckGateUser,
-			AllowAnonymous: *anon, Logger: log.With("component", "broker")})
+			CertAuth: c.GateVenue, AllowAnonymous: *anon, Logger: log.With("component", "broker")})
 		if err != nil {
 			return err
 		}

@@ -612,7 +612,15 @@ func (l *Link) maybeApply(snap **snapshot) error {
 	tl, err := l.store.ApplySnapshot(&cache.Snapshot{Event: s.m.Event, Version: s.m.Version, CreatedAt: s.m.CreatedAt,
 		TrustList: s.m.TrustList, Chunks: s.chunks})
 	s.chunks = nil
-	debug.FreeOSMemory() // a big snapshot leaves garbage a small gate box wants back now
+	// A big snapshot leaves garbage a small gate box wants back now: twice,
+	// because bbolt's page buffers sit in a sync.Pool that survives one GC.
+	debug.FreeOSMemory()
+	debug.FreeOSMemory()
+	if r, ok := l.store.(interface{ ReleasePages() error }); ok {
+		if err := r.ReleasePages(); err != nil {
+			l.log.Warn("release store pages", "err", err)
+		}
+	}
 	if errors.Is(err, cache.ErrStale) {
 		return nil
 	}

@@ -140,3 +140,5 @@ func containsAll(s string, subs ...string) bool {
 	}
 	return true
 }
+
+func sleepBriefly() { time.Sleep(50 * time.Millisecond) }

@@ -144,3 +144,28 @@ func TestHTTPConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// With a broker that does not answer, the gate still decides, and says it
+// is offline with decisions waiting.
+func TestHTTPStatusOffline(t *testing.T) {
+	s := newSite(t)
+	codes := s.issue("--event", "expo", "--count", "1")
+	s.provision("expo")
+	g := startLive(t, s, nil, "--output", "json", "--http", "127.0.0.1:0", "--broker", "tcp://127.0.0.1:1", "--venue", "hall")
+	base := "http://" + g.waitStderr(httpAddrRE)
+	if d := g.scan(codes[0]); !strings.Contains(d[0], `"verdict":"admit"`) {
+		t.Fatalf("offline decision: %s", d[0])
+	}
+	_, body := get(t, base+"/metrics")
+	if v := metric(body, "gated_sync_connected"); v != 0 {
+		t.Errorf("gated_sync_connected = %v, want 0", v)
+	}
+	if v := metric(body, "gated_outbox_depth"); v != 1 {
+		t.Errorf("gated_outbox_depth = %v, want 1", v)
+	}
+	_, body = get(t, base+"/status")
+	if !strings.Contains(body, `"online": false`) || !strings.Contains(body, `"outbox": 1`) {
+		t.Errorf("/status offline: %s", body)
+	}
+	g.stop()
+}

@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -60,6 +61,9 @@ type Env struct {
 	HID HIDBus
 	// Backoff paces reopening a device that is gone.
 	Backoff Backoff
+	// HTTP fetches MJPEG streams; nil uses http.DefaultClient. It must not
+	// set a Timeout, as a stream never ends.
+	HTTP *http.Client
 }
 
 // Open makes a source from a URI:

@@ -119,15 +119,15 @@ func (n *Notifier) Watchdog(ctx context.Context, healthy func(context.Context) e
 	}
 }
 
-// Serve is the whole protocol for a daemon with nothing to reload: READY=1
-// with status now, watchdog pings while healthy (nil: always) until ctx
-// ends, then STOPPING=1. Run it in its own goroutine once serving began.
+// Serve is the protocol for a daemon with nothing to reload: READY=1 with
+// status now, then watchdog pings while healthy (nil: always) until ctx
+// ends. Run it in its own goroutine once serving began. It does not send
+// STOPPING=1: the goroutine that shuts down calls Stopping, so the message
+// leaves before the process exits.
 func (n *Notifier) Serve(ctx context.Context, status string, healthy func(context.Context) error) {
 	if healthy == nil {
 		healthy = func(context.Context) error { return nil }
 	}
 	n.Ready(status)
 	n.Watchdog(ctx, healthy)
-	<-ctx.Done()
-	n.Stopping()
 }

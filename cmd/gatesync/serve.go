@@ -21,6 +21,7 @@ import (
 
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/internal/cli"
+	"github.com/gated-dev/gated/sdnotify"
 	"github.com/gated-dev/gated/verify"
 )
 
@@ -100,7 +101,11 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 		}
 	}()
 	log.Info("gatesync serving", "dir", *dir, "api", "http://"+ln.Addr().String(), "root", verify.Fingerprint(c.RootPublic()))
+	// gatesync.service is Type=notify: READY, watchdog pings, STOPPING.
+	sd := sdnotify.New(log.With("component", "systemd"))
+	go sd.Serve(ctx, "serving "+ln.Addr().String(), nil)
 	err = srv.Run(ctx)
+	sd.Stopping()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	hs.Shutdown(sctx)

@@ -76,6 +76,9 @@ type Monitor struct {
 	admitted int
 	denied   int
 	recent   []cache.Entry // newest last
+	// synced is the last time the link was up with the outbox empty: the
+	// centre had every decision. Used when the link cannot say LastSync.
+	synced time.Time
 }
 
 type scannerState struct {
@@ -190,7 +193,9 @@ type Status struct {
 	// Last is the latest decision; Recent the latest few, newest last.
 	Last   *cache.Entry  `json:"last,omitempty"`
 	Recent []cache.Entry `json:"recent"`
-	// Sync: Online is nil when no sync link is configured.
+	// Sync: Online is nil when no sync link is configured. LastSync is
+	// when the gate last heard from the centre, or, when the link cannot
+	// tell, when it was last seen online with nothing left to send.
 	Online   *bool     `json:"online,omitempty"`
 	LastSync time.Time `json:"last_sync,omitzero"`
 	Outbox   int       `json:"outbox"`
@@ -251,6 +256,14 @@ func (m *Monitor) Status() Status {
 			m.o.Logger.Error("cannot read the store for status", "err", err)
 			st.StoreError = err.Error()
 		}
+	}
+	if st.Online != nil && st.LastSync.IsZero() {
+		m.mu.Lock()
+		if *st.Online && st.Outbox == 0 && st.StoreError == "" {
+			m.synced = st.Now
+		}
+		st.LastSync = m.synced
+		m.mu.Unlock()
 	}
 	st.NotReady = notReady(store != nil, st)
 	st.Ready = st.NotReady == ""

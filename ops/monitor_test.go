@@ -160,3 +160,37 @@ func (b blockingStore) SyncState() (cache.SyncState, error) { <-b.c; return cach
 func (b blockingStore) Outbox(uint64, int) ([]cache.Outgoing, error) {
 	return nil, nil
 }
+
+type fakeSwitch struct{ on *bool }
+
+func (l fakeSwitch) Connected() bool { return *l.on }
+
+// Without LastSync from the link, the last sync is the last moment the
+// gate was online with nothing left to send.
+func TestLastSyncFallback(t *testing.T) {
+	now := time.Date(2026, 5, 1, 18, 0, 0, 0, time.UTC)
+	m := NewMonitor(Options{Now: func() time.Time { return now }})
+	store := &fakeStore{}
+	m.SetStore(store)
+	on := false
+	m.SetSync(fakeSwitch{&on})
+	if st := m.Status(); !st.LastSync.IsZero() {
+		t.Fatalf("never online, last sync %v", st.LastSync)
+	}
+	on = true
+	synced := now
+	m.Status()
+	now = now.Add(time.Minute)
+	on, store.outbox, store.oldest = false, 2, now
+	if st := m.Status(); !st.LastSync.Equal(synced) {
+		t.Fatalf("offline: last sync %v, want %v", st.LastSync, synced)
+	}
+	on = true // online again but entries not yet acked
+	if st := m.Status(); !st.LastSync.Equal(synced) {
+		t.Fatalf("online, outbox 2: last sync %v, want %v", st.LastSync, synced)
+	}
+	store.outbox = 0
+	if st := m.Status(); !st.LastSync.Equal(now) {
+		t.Fatalf("caught up: last sync %v, want %v", st.LastSync, now)
+	}
+}

@@ -164,6 +164,13 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 		return problem(http.StatusBadRequest, "no_holders", "This event is not real-name; send no holders.")
 	}
 
+	// A read first turns the crowd away once a tier is sold out without
+	// queueing it behind writes; the decision itself is the Batch below.
+	var rem uint64
+	s.st.db.View(func(tx *bolt.Tx) error { rem, _ = getU64(tx.Bucket(bStock), key(ev.ID, tt.ID, tr.ID)); return nil })
+	if rem == 0 {
+		return problem(http.StatusConflict, "sold_out", "%s %s is sold out.", tt.Name, tr.Name)
+	}
 	var refusal *Problem
 	// Batch lets concurrent buyers share one commit; its function may run
 	// more than once, so it starts from scratch each time, and refusals are

@@ -1,0 +1,186 @@
+// Command sales measures how many orders a second the sales API takes
+// when many buyers press "buy" at once, and checks that none is oversold.
+// Everything runs on loopback in one process: the real HTTP handler, the
+// real bbolt store (fsync on), sign-in through the API; only WeChat is
+// stubbed, since holding stock does not call it.
+//
+//	go run ./bench/sales -buyers 2000 -stock 500
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gated-dev/gated/sales"
+	"github.com/gated-dev/gated/wxpay"
+)
+
+type login struct{}
+
+func (login) Code2Session(_ context.Context, code string) (wxpay.Session, error) {
+	return wxpay.Session{OpenID: "o-" + code}, nil
+}
+
+// noPay and noIssue are never reached while holding stock.
+type noPay struct{ sales.Payments }
+type noIssue struct{ sales.Issuer }
+
+func main() {
+	buyers := flag.Int("buyers", 2000, "concurrent buyers, one order of one ticket each")
+	stock := flag.Int("stock", 500, "tickets on sale")
+	rounds := flag.Int("rounds", 3, "repetitions, each on a fresh store")
+	conns := flag.Int("conns", 256, "HTTP connections the buyers share")
+	flag.Parse()
+	if err := run(*buyers, *stock, *rounds, *conns); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/sales:", err)
+		os.Exit(1)
+	}
+}
+
+func run(buyers, stock, rounds, conns int) error {
+	fmt.Printf("buyers=%d stock=%d conns=%d rounds=%d\n", buyers, stock, conns, rounds)
+	var rates []float64
+	for r := 1; r <= rounds; r++ {
+		res, err := round(buyers, stock, conns)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("round %d: %d held, %d sold out, %d other, oversold %d, %s, %.0f orders/s, p50 %s p99 %s\n", r, res.held, res.soldOut,
+			res.other, res.oversold, res.elapsed.Round(time.Millisecond), res.rate, res.p50.Round(time.Millisecond), res.p99.Round(time.Millisecond))
+		if res.oversold != 0 || res.other != 0 {
+			return fmt.Errorf("round %d: oversold %d, other answers %d", r, res.oversold, res.other)
+		}
+		rates = append(rates, res.rate)
+	}
+	sort.Float64s(rates)
+	fmt.Printf("median: %.0f orders/s (requests answered per second, held or sold out)\n", rates[len(rates)/2])
+	return nil
+}
+
+type result struct {
+	held, soldOut, other, oversold int
+	elapsed, p50, p99              time.Duration
+	rate                           float64
+}
+
+func round(buyers, stock, conns int) (*result, error) {
+	dir, err := os.MkdirTemp("", "bench-sales")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	st, err := sales.OpenStore(filepath.Join(dir, "sales.db"))
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	doors := time.Now().Add(30 * 24 * time.Hour)
+	cfg := sales.Config{AppID: "wxbench", MchID: "1900000000", UserRate: -1, AddrRate: -1,
+		Events: []sales.Event{{ID: "rush", Name: "Rush", DoorsOpen: doors, Ends: doors.Add(4 * time.Hour),
+			Types: []sales.TicketType{{ID: "ga", Name: "General", Tiers: []sales.Tier{{ID: "std", Name: "Standard", Price: 5000, Quota: stock}}}}}}}
+	s, err := sales.NewServer(cfg, st, noIssue{}, noPay{}, login{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+	base := "http://" + ln.Addr().String()
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
+	post := func(path, token string, body any) (int, []byte, error) {
+		b, _ := json.Marshal(body)
+		req, _ := http.NewRequest("POST", base+path, bytes.NewReader(b))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		rb, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, rb, err
+	}
+
+	tokens := make([]string, buyers)
+	for i := range tokens {
+		st, b, err := post("/api/v1/login", "", map[string]string{"code": fmt.Sprint(i)})
+		var lr sales.LoginResponse
+		if err != nil || st != 200 || json.Unmarshal(b, &lr) != nil {
+			return nil, fmt.Errorf("login: %d %s %v", st, b, err)
+		}
+		tokens[i] = lr.Token
+	}
+
+	var res result
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	lat := make([]time.Duration, 0, buyers)
+	var errs []error
+	start := make(chan struct{})
+	for i := range buyers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			t0 := time.Now()
+			code, b, err := post("/api/v1/orders", tokens[i], sales.OrderRequest{Event: "rush", Type: "ga", Tier: "std", Quantity: 1})
+			d := time.Since(t0)
+			mu.Lock()
+			defer mu.Unlock()
+			lat = append(lat, d)
+			var e sales.ErrorBody
+			switch {
+			case err != nil:
+				errs = append(errs, err)
+			case code == 201:
+				res.held++
+			case code == 409 && json.Unmarshal(b, &e) == nil && e.Error == "sold_out":
+				res.soldOut++
+			default:
+				res.other++
+			}
+		}()
+	}
+	t0 := time.Now()
+	close(start)
+	wg.Wait()
+	res.elapsed = time.Since(t0)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+	res.rate = float64(buyers) / res.elapsed.Seconds()
+	rem, err := st.Remaining("rush", "ga", "std")
+	if err != nil {
+		return nil, err
+	}
+	orders, _, err := st.Counts()
+	if err != nil {
+		return nil, err
+	}
+	if want := min(stock, buyers); orders[sales.OrderHeld] != res.held || res.held != want || rem != stock-want {
+		res.oversold = orders[sales.OrderHeld] - stock
+		return &res, fmt.Errorf("held %d in the store, %d answered, %d remaining: want %d held", orders[sales.OrderHeld], res.held, rem, want)
+	}
+	res.oversold = max(0, orders[sales.OrderHeld]-stock)
+	return &res, nil
+}

@@ -111,14 +111,32 @@ func (r *Reader) DecodeLuma(lum []byte, w, h int) (string, error) {
 			return s, nil
 		}
 	}
+	// Where is anything to read? A frame with no texture (an empty
+	// gate lane) stops here, which keeps the camera's common case cheap.
+	x0, y0, x1, y1, ok := busy(lum, w, h)
+	if !ok {
+		return "", ErrNotFound
+	}
 	if w >= 200 && h >= 200 {
+		// Half size averages noise and blur away; the global binarizer then
+		// copes best with noise, the hybrid one with uneven light.
 		hl, hw, hh := half(lum, w, h)
 		if s, ok := r.try(hl, hw, hh, true); ok {
 			return s, nil
 		}
+		if s, ok := r.try(hl, hw, hh, false); ok {
+			return s, nil
+		}
 	}
-	if w*h <= 800*600 { // larger frames have modules big enough
-		dl, dw, dh := double(lum, w, h)
+	// Double size for small modules, over the busy region only so a
+	// 1280x720 frame does not become 2560x1440.
+	cw, ch := x1-x0, y1-y0
+	if cw*ch <= 800*600 {
+		crop := make([]byte, cw*ch)
+		for y := 0; y < ch; y++ {
+			copy(crop[y*cw:], lum[(y0+y)*w+x0:][:cw])
+		}
+		dl, dw, dh := double(crop, cw, ch)
 		if s, ok := r.try(dl, dw, dh, true); ok {
 			return s, nil
 		}
@@ -133,7 +151,14 @@ func errIf(b bool) error {
 	return nil
 }
 
-func (r *Reader) try(lum []byte, w, h int, hybrid bool) (string, bool) {
+func (r *Reader) try(lum []byte, w, h int, hybrid bool) (text string, ok bool) {
+	// A frame is outside input: should the decoder trip over one, that
+	// frame is unreadable, and the daemon goes on.
+	defer func() {
+		if recover() != nil {
+			text, ok = "", false
+		}
+	}()
 	src, err := gozxing.NewPlanarYUVLuminanceSource(lum, w, h, 0, 0, w, h, false)
 	if err != nil {
 		return "", false
@@ -187,6 +212,34 @@ func percentile(hist *[256]int, n int) int {
 		}
 	}
 	return 255
+}
+
+// busy returns the bounding box, with a margin, of the 16x16 tiles whose
+// luma spans more than a code's weakest contrast; ok is false when no tile
+// does.
+func busy(lum []byte, w, h int) (x0, y0, x1, y1 int, ok bool) {
+	const tile, minRange, margin = 16, 24, 32
+	x0, y0 = w, h
+	for ty := 0; ty+tile <= h; ty += tile {
+		for tx := 0; tx+tile <= w; tx += tile {
+			lo, hi := byte(255), byte(0)
+			for y := ty; y < ty+tile; y += 2 {
+				row := lum[y*w+tx : y*w+tx+tile]
+				for _, v := range row {
+					lo, hi = min(lo, v), max(hi, v)
+				}
+			}
+			if int(hi)-int(lo) > minRange {
+				x0, y0 = min(x0, tx), min(y0, ty)
+				x1, y1 = max(x1, tx+tile), max(y1, ty+tile)
+				ok = true
+			}
+		}
+	}
+	if !ok {
+		return 0, 0, 0, 0, false
+	}
+	return max(0, x0-margin), max(0, y0-margin), min(w, x1+margin), min(h, y1+margin), true
 }
 
 // half averages 2x2 blocks.

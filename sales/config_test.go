@@ -78,9 +78,7 @@ func FuzzOrderRequest(f *testing.F) {
 	f.Add([]byte(`{"event":"live","type":"floor","tier":"std","quantity":1,"holders":[{"name":"张三","id_number":"11010519491231002X"}]}`))
 	f.Add([]byte(`{"event":"gala","quantity":-1}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ht := *h // the harness reports to this run's t
-		ht.t = t
-		a := ht.do("POST", "/api/v1/orders", tok, jsonRaw(b))
+		a := h.doT(t, "POST", "/api/v1/orders", tok, jsonRaw(b))
 		if a.status >= 500 {
 			t.Fatalf("%d %s", a.status, a.body)
 		}

@@ -83,6 +83,10 @@ type harness struct {
 	logs   *syncBuf
 	doors  time.Time
 	dbPath string
+
+	mux         atomic.Pointer[http.ServeMux]
+	payClient   *wxpay.Pay
+	loginClient *wxpay.LoginClient
 }
 
 func testConfig(now time.Time) sales.Config {
@@ -135,26 +139,34 @@ func newHarness(t testing.TB, mut func(*sales.Config)) *harness {
 		mut(&h.cfg)
 	}
 	h.doors = h.cfg.Events[0].DoorsOpen
-	mux := http.NewServeMux()
-	h.srv = httptest.NewServer(mux)
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.mux.Load().ServeHTTP(w, r) }))
 	t.Cleanup(h.srv.Close)
 	// The pay client keeps the wall clock: the SDK checks notification
 	// timestamps against it too.
-	pay, err := wxpay.NewPay(context.Background(), h.pay.Config(h.srv.URL+"/api/v1/wxpay/notify", h.srv.URL+"/api/v1/wxpay/refund-notify"))
+	h.payClient, err = wxpay.NewPay(context.Background(), h.pay.Config(h.srv.URL+"/api/v1/wxpay/notify", h.srv.URL+"/api/v1/wxpay/refund-notify"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	lc, err := wxpay.NewLoginClient(wxpay.LoginConfig{AppID: h.pay.AppID, Secret: "app-secret", BaseURL: h.login.URL})
+	h.loginClient, err = wxpay.NewLoginClient(wxpay.LoginConfig{AppID: h.pay.AppID, Secret: "app-secret", BaseURL: h.login.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h.s, err = sales.NewServer(h.cfg, st, h.iss, pay, lc, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.s.Register(mux)
+	h.swapIssuer(h.iss)
 	return h
+}
+
+// swapIssuer builds the server anew around iss, on the same store and fakes.
+func (h *harness) swapIssuer(iss sales.Issuer) {
+	h.t.Helper()
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := sales.NewServer(h.cfg, h.st, iss, h.payClient, h.loginClient, log)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	s.Register(mux)
+	h.s = s
+	h.mux.Store(mux)
 }
 
 // signIn logs openid in through the API and returns the bearer token.
@@ -179,6 +191,12 @@ func (a answer) errCode() string {
 
 func (h *harness) do(method, path, token string, body any) answer {
 	h.t.Helper()
+	return h.doT(h.t, method, path, token, body)
+}
+
+// doT is do reporting to t (a fuzz run's own t).
+func (h *harness) doT(t testing.TB, method, path, token string, body any) answer {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -190,7 +208,7 @@ func (h *harness) do(method, path, token string, body any) answer {
 	}
 	resp, err := h.srv.Client().Do(req)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)

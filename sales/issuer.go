@@ -45,6 +45,13 @@ type IssuedTicket struct {
 	Credential []byte
 }
 
+// DeviceKeyBinder is an optional capability of an Issuer: it can bind a
+// ticket to a key the buyer's phone made. Events with rotating codes need
+// it, and NewServer refuses them otherwise, before anyone pays.
+type DeviceKeyBinder interface {
+	BindsDeviceKeys() bool
+}
+
 // ErrDeviceKeys means the issuer cannot bind a ticket to a phone's key.
 var ErrDeviceKeys = errors.New("this centre cannot bind tickets to a phone's device key yet")
 
@@ -60,6 +67,9 @@ func issued(t *centre.Ticket) IssuedTicket {
 	}
 	return it
 }
+
+// BindsDeviceKeys implements DeviceKeyBinder: not yet, see Issue.
+func (CentreIssuer) BindsDeviceKeys() bool { return false }
 
 // Issue implements Issuer.
 func (ci CentreIssuer) Issue(_ context.Context, r IssueRequest) ([]IssuedTicket, error) {

@@ -113,6 +113,12 @@ func TestLogin(t *testing.T) {
 	h.mustDo("GET", "/api/v1/orders", tok, nil, 200, nil)
 	h.clock.Add(7*24*time.Hour + time.Second)
 	h.refused(h.do("GET", "/api/v1/orders", tok, nil), 401, "session_expired")
+	fresh := h.signIn("o-erin")
+	// carol's and dave's sign-ins have expired; erin's has not.
+	if n, err := h.s.PurgeSessions(); err != nil || n != 2 {
+		t.Fatalf("purged %d sessions (%v), want 2", n, err)
+	}
+	h.mustDo("GET", "/api/v1/orders", fresh, nil, 200, nil)
 }
 
 func TestOrderRefusals(t *testing.T) {

@@ -90,6 +90,11 @@ func NewServer(cfg Config, st *Store, iss Issuer, pay Payments, login Login, log
 	if st == nil || iss == nil || pay == nil || login == nil {
 		return nil, errors.New("sales: store, issuer, payments and login are all required")
 	}
+	for _, ev := range cfg.Events {
+		if b, ok := iss.(DeviceKeyBinder); ev.Rotating && !(ok && b.BindsDeviceKeys()) {
+			return nil, fmt.Errorf("sales config: event %q has rotating codes, but the issuer cannot bind tickets to the buyer's device key", ev.ID)
+		}
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -154,6 +159,9 @@ func (s *Server) Run(ctx context.Context) error {
 		case <-purge.C:
 			if _, err := s.PurgeRealNames(); err != nil {
 				s.log.Error("purge real names", "err", err)
+			}
+			if _, err := s.PurgeSessions(); err != nil {
+				s.log.Error("purge sessions", "err", err)
 			}
 		}
 	}
@@ -287,6 +295,30 @@ func (s *Server) session(r *http.Request) (string, error) {
 		return "", err
 	}
 	return sess.OpenID, nil
+}
+
+// PurgeSessions deletes expired sign-ins and says how many.
+func (s *Server) PurgeSessions() (int, error) {
+	now := s.cfg.Now()
+	n := 0
+	err := s.st.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bSessions).Cursor()
+		for k, v := c.First(); k != nil; {
+			var sess Session
+			if json.Unmarshal(v, &sess) == nil && now.Before(sess.Expires) {
+				k, v = c.Next()
+				continue
+			}
+			next := append([]byte(nil), k...)
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			n++
+			k, v = c.Seek(next)
+		}
+		return nil
+	})
+	return n, err
 }
 
 // LoginResponse is the answer to a sign-in.

@@ -97,7 +97,7 @@ func scene(r *rand.Rand, payload string, o sceneOpts) (*image.Gray, error) {
 	if err != nil {
 		return nil, err
 	}
-	modules := 17 + 4*ver + 8 // with the 4-module quiet zone each side
+	modules := 17 + 4*ver + 8               // with the 4-module quiet zone each side
 	code, err := qr.Image(payload, modules) // one pixel a module
 	if err != nil {
 		return nil, err

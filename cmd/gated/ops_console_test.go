@@ -78,6 +78,7 @@ func TestConsoleInTmux(t *testing.T) {
 	s.provision("expo")
 	cmd := fmt.Sprintf("exec %s run --data %s --gate north-1 --console-hold 1h", bin("gated"), s.gate)
 	tm := newTmux(t, 120, 40, cmd)
+	tm.run("set-option", "-t", "gate", "remain-on-exit", "on") // to read what is left after exit
 
 	idle := tm.waitFor("gate north-1", "event expo", "STANDALONE", "scan the next ticket", "Admitted 0", "Scanners: ● stdin up")
 	if !strings.Contains(idle, "██") {
@@ -108,11 +109,17 @@ func TestConsoleInTmux(t *testing.T) {
 	pid, _ := strconv.Atoi(strings.TrimSpace(tm.run("display-message", "-p", "-t", "gate", "#{pane_pid}")))
 	syscall.Kill(pid, syscall.SIGTERM)
 	deadline := time.Now().Add(30 * time.Second)
-	for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+	for strings.TrimSpace(tm.run("display-message", "-p", "-t", "gate", "#{pane_dead}")) != "1" {
+		if time.Now().After(deadline) {
+			t.Fatal("gated still running 30s after SIGTERM")
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if syscall.Kill(pid, 0) == nil {
-		t.Fatal("gated still running 30s after SIGTERM")
+	// The terminal is given back: the normal screen (and its scrollback,
+	// joined where lines wrapped) with the totals on it.
+	end := tm.run("capture-pane", "-p", "-J", "-S", "-", "-t", "gate")
+	if !strings.Contains(end, "gated stopped: 1 admitted, 2 denied") || strings.Contains(end, "██") {
+		t.Errorf("after exit the terminal shows:\n%s", end)
 	}
 	if n := len(nonEmptyLines(must(t, runBin(t, nil, "gated", "journal", "--data", s.gate)))); n != 3 {
 		t.Fatalf("journal holds %d decisions, want 3", n)

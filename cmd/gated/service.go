@@ -134,7 +134,17 @@ func (d *service) run(ctx context.Context, g *gate.Gate, store *cache.Store, st 
 
 	bg, stopBg := context.WithCancel(context.WithoutCancel(ctx))
 	var bgWG sync.WaitGroup
-	defer func() { stopBg(); bgWG.Wait() }()
+	defer func() {
+		stopBg()
+		bgWG.Wait()
+		if d.screen != nil {
+			// The full screen is gone with the alternate buffer: leave the
+			// day's totals on the terminal.
+			st := d.mon.Status()
+			fmt.Fprintf(d.io.out, "gated stopped: %d admitted, %d denied, %d not yet synced (every decision: gated journal --data %s)\n",
+				st.Admitted, st.Denied, st.Outbox, d.cfg.Data)
+		}
+	}()
 	if addr := d.cfg.HTTPAddr(); addr != "" {
 		srv, err := ops.Listen(addr, d.mon.Handler(), d.log.With("component", "http"))
 		if err != nil {

@@ -111,7 +111,7 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	d := newDaemon(args, cfg, io, now) // console, HTTP, systemd, SIGHUP: daemon.go
+	d := newDaemon(args, cfg, io, now) // console, HTTP, systemd, SIGHUP: service.go
 	log := d.log
 	var sources []scanner.Source
 	for _, uri := range cfg.Scanners {

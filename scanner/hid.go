@@ -112,7 +112,7 @@ func newHIDFromQuery(where string, md *Model, q url.Values, env Env) (*HID, erro
 	}
 	bus := env.HID
 	if bus == nil {
-		bus = defaultHIDBus()
+		bus = DefaultHIDBus()
 	}
 	if bus == nil {
 		return nil, ErrHIDUnavailable

@@ -7,9 +7,9 @@ import "github.com/karalabe/usb"
 // keyboard-wedge scanner stops typing into the console while gated holds it.
 type usbBus struct{}
 
-// defaultHIDBus returns the real bus, or nil when this build has none
+// DefaultHIDBus returns the real bus, or nil when this build has none
 // (karalabe/usb needs cgo).
-func defaultHIDBus() HIDBus {
+func DefaultHIDBus() HIDBus {
 	if !usb.Supported() {
 		return nil
 	}

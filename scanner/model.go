@@ -320,6 +320,27 @@ func (md *Model) check() error {
 	return nil
 }
 
+// Match returns the models that present vid:pid, with the interface mode
+// each presents it in, in name order. Several models can share ids
+// (Honeywell uses the same ones across a family).
+func (m Models) Match(vid, pid uint16) []ModelMatch {
+	var out []ModelMatch
+	for _, name := range m.Names() {
+		for _, u := range m[name].USB {
+			if uint16(u.VID) == vid && uint16(u.PID) == pid {
+				out = append(out, ModelMatch{Model: m[name], Mode: u.Mode})
+			}
+		}
+	}
+	return out
+}
+
+// ModelMatch is a model and the interface mode a device id means for it.
+type ModelMatch struct {
+	Model *Model
+	Mode  string
+}
+
 // usbID returns the ids the model presents in mode.
 func (md *Model) usbID(mode string) (USBID, bool) {
 	for _, u := range md.USB {

@@ -70,6 +70,7 @@ type Env struct {
 //
 //	stdin:                                 one scan a line
 //	serial:/dev/ttyACM0?model=NAME[&baud=N&parity=even&data_bits=7&stop_bits=2]
+//	        (any device URI: &models=DIR adds the model files in DIR)
 //	hid:VID:PID?model=NAME[&mode=hid-pos|keyboard&layout=us|de&interface=N]
 //	camera:/dev/video0[?leave=N]           V4L2 capture
 //	mjpeg:http://HOST/PATH                 an IP camera's MJPEG stream
@@ -136,9 +137,9 @@ func open(kind, uri, where string, q url.Values, env Env) (Source, error) {
 func pickModel(q url.Values, env Env) (*Model, error) {
 	name := q.Get("model")
 	models := env.Models
-	if models == nil {
+	if dir := q.Get("models"); dir != "" || models == nil {
 		var err error
-		if models, err = LoadModels(""); err != nil {
+		if models, err = LoadModels(dir); err != nil {
 			return nil, err
 		}
 	}

@@ -1,11 +1,14 @@
 package wxpay
 
 import (
+	"bytes"
 	"context"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -378,11 +381,40 @@ func (p *Pay) parseNotify(r *http.Request, v any) error {
 	if d := p.cfg.Now().Sub(time.Unix(ts, 0)); d > p.cfg.NotifyWindow || d < -p.cfg.NotifyWindow {
 		return fmt.Errorf("%w: Wechatpay-Timestamp %d is %s from our clock (window %s)", ErrBadNotification, ts, d.Round(time.Second), p.cfg.NotifyWindow)
 	}
-	if _, err := p.notifier.ParseNotifyRequest(r.Context(), r, v); err != nil {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return fmt.Errorf("%w: read body: %v", ErrBadNotification, err)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	// wechatpay-go v0.2.21 hands the resource nonce to cipher.AEAD.Open
+	// unchecked, which panics on a nonce that is not 12 bytes.
+	var env struct {
+		Resource struct {
+			Nonce string `json:"nonce"`
+		} `json:"resource"`
+	}
+	if json.Unmarshal(body, &env) != nil || len(env.Resource.Nonce) != gcmNonceSize {
+		return fmt.Errorf("%w: resource nonce missing or not %d bytes", ErrBadNotification, gcmNonceSize)
+	}
+	if err := p.sdkParse(r, v); err != nil {
 		// The SDK's message quotes the whole request; keep ours short.
 		return fmt.Errorf("%w: %s", ErrBadNotification, firstLine(err.Error(), 300))
 	}
 	return nil
+}
+
+const gcmNonceSize = 12
+
+// sdkParse runs the SDK's verification and decryption; a panic inside it
+// is a refused notification, not a dead server.
+func (p *Pay) sdkParse(r *http.Request, v any) (err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			err = fmt.Errorf("wechatpay-go panicked: %v", x)
+		}
+	}()
+	_, err = p.notifier.ParseNotifyRequest(r.Context(), r, v)
+	return err
 }
 
 func firstLine(s string, max int) string {

@@ -174,6 +174,8 @@ func TestParsePaymentNotify(t *testing.T) {
 	wrongSerial.Header.Set("Wechatpay-Serial", "00DEADBEEF")
 	noSig := s.Notify("TRANSACTION.SUCCESS", res, now)
 	noSig.Header.Del("Wechatpay-Signature")
+	// Signed, with a nonce that is not 12 bytes (wechatpay-go would panic).
+	badNonce := s.Sign(bytes.Replace(good.Body, []byte(`"nonce":"`), []byte(`"nonce":"x`), 1), now)
 	// Re-signed with a valid signature over a resource that does not decrypt.
 	garbled := s.Sign(bytes.Replace(good.Body, []byte(`"ciphertext":"`), []byte(`"ciphertext":"AAAA`), 1), now)
 
@@ -191,6 +193,7 @@ func TestParsePaymentNotify(t *testing.T) {
 		{"old", s.Notify("TRANSACTION.SUCCESS", res, now.Add(-6*time.Minute)).Body, s.Notify("TRANSACTION.SUCCESS", res, now.Add(-6*time.Minute)).Header, false, "Timestamp"},
 		{"from the future", nil, nil, false, "Timestamp"},
 		{"does not decrypt", garbled.Body, garbled.Header, false, "decrypt"},
+		{"bad nonce", badNonce.Body, badNonce.Header, false, "nonce"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.body == nil {
@@ -253,4 +256,27 @@ func TestNewPayConfigErrors(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+// FuzzParsePaymentNotify feeds signed notifications with arbitrary bodies
+// (as a compromised or buggy sender could) to the verification and
+// decryption path: an error or a transaction, never a panic.
+func FuzzParsePaymentNotify(f *testing.F) {
+	s := wxpaytest.NewPayServer(f)
+	cfg := s.Config("https://example.invalid/notify", "")
+	p, err := wxpay.NewPay(context.Background(), cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(s.Notify("TRANSACTION.SUCCESS", map[string]any{"out_trade_no": "S1", "amount": map[string]int{"total": 1}}, time.Now()).Body)
+	f.Add([]byte(`{"resource":{"algorithm":"AEAD_AES_256_GCM","ciphertext":"AAAA","nonce":"x"}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		n := s.Sign(body, time.Now())
+		r := httptest.NewRequest(http.MethodPost, "/notify", bytes.NewReader(n.Body))
+		r.Header = n.Header
+		tx, err := p.ParsePaymentNotify(r)
+		if err == nil && tx.OutTradeNo == "" {
+			t.Fatal("accepted without out_trade_no")
+		}
+	})
 }

@@ -167,5 +167,13 @@ func TestHTTPStatusOffline(t *testing.T) {
 	if !strings.Contains(body, `"online": false`) || !strings.Contains(body, `"outbox": 1`) {
 		t.Errorf("/status offline: %s", body)
 	}
+
+	// Input ends: a syncing gate stays up (entries still wait for the
+	// centre) and says it is not ready, rather than dying or lying.
+	g.stdin.Close()
+	g.waitStderr(regexp.MustCompile(`every scanner has stopped; still syncing`))
+	if code, body := get(t, base+"/healthz"); code != 503 || !strings.Contains(body, "no scanner is up") {
+		t.Errorf("/healthz with no scanner: %d %q", code, body)
+	}
 	g.stop()
 }

@@ -165,7 +165,11 @@ func (d *service) run(ctx context.Context, g *gate.Gate, store *cache.Store, st 
 
 	sup := &supervisor{g: g, mon: d.mon, log: d.log, ended: make(chan struct{}, 1), running: map[string]*running{}}
 	for i, src := range sources {
-		sup.start(ctx, d.cfg.Scanners[i], src)
+		uri := src.Name()
+		if len(sources) == len(d.cfg.Scanners) {
+			uri = d.cfg.Scanners[i] // reloads compare URIs
+		}
+		sup.start(ctx, uri, src)
 	}
 	d.notify.Ready(d.statusLine())
 	d.log.Info("ready", "http", d.cfg.HTTPAddr(), "console", d.screen != nil)
@@ -179,10 +183,17 @@ func (d *service) run(ctx context.Context, g *gate.Gate, store *cache.Store, st 
 		case <-d.hup:
 			d.reload(ctx, sup)
 		case <-sup.ended:
-			if sup.count() == 0 {
-				sup.wait()
-				return nil
+			if sup.count() > 0 {
+				continue
 			}
+			if d.mon.Status().Online == nil {
+				sup.wait()
+				return nil // input ended and nothing else to do (stdin: in scripts)
+			}
+			// A syncing gate keeps syncing, answering /healthz (not ready),
+			// pinging the watchdog and taking reloads that may add a
+			// scanner back, until it is told to stop.
+			d.log.Warn("every scanner has stopped; still syncing until stopped (fix scanners: in the config and reload)")
 		}
 	}
 }

@@ -111,7 +111,14 @@ func testConfig(now time.Time) sales.Config {
 
 func newHarness(t testing.TB, mut func(*sales.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, logs: &syncBuf{}}
+	return newHarnessAt(t, time.Now().UTC().Truncate(time.Second), mut)
+}
+
+// newHarnessAt starts the server's clock at start. WeChat Pay
+// notifications keep the wall clock, which the SDK checks.
+func newHarnessAt(t testing.TB, start time.Time, mut func(*sales.Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, clock: &clock{t: start}, logs: &syncBuf{}}
 	h.pay = wxpaytest.NewPayServer(t)
 	h.login = wxpaytest.NewLoginServer(t, h.pay.AppID, "app-secret")
 	dir := t.TempDir()

@@ -157,6 +157,11 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 			if err != nil {
 				return problem(http.StatusBadRequest, "bad_id_number", "Holder %d: %s is not a valid 18-character resident identity card number.", i+1, realname.MaskID(strings.TrimSpace(h.ID)))
 			}
+			for j, c := range clear {
+				if c.ID == n.ID && s.cfg.MaxPerID == 1 {
+					return problem(http.StatusConflict, "id_limit", "Holders %d and %d have the same id number: one id number, one ticket per show.", j+1, i+1)
+				}
+			}
 			clear = append(clear, n)
 			hashes = append(hashes, s.vault.IDHash(n.ID))
 		}
@@ -348,8 +353,9 @@ func (s *Server) payOrder(w http.ResponseWriter, r *http.Request) error {
 	ev := s.cfg.event(o.Event)
 	desc := o.Event
 	if ev != nil {
-		tt, tr := ev.tier(o.Type, o.Tier)
-		desc = fmt.Sprintf("%s %s %s x%d", ev.Name, tt.Name, tr.Name, o.Qty)
+		if tt, tr := ev.tier(o.Type, o.Tier); tr != nil {
+			desc = fmt.Sprintf("%s %s %s x%d", ev.Name, tt.Name, tr.Name, o.Qty)
+		}
 	}
 	rp, err := s.pay.Prepay(r.Context(), wxpay.PrepayRequest{OutTradeNo: o.No, Description: truncate(desc, 127),
 		OpenID: o.OpenID, Total: o.Total, Expire: o.HoldUntil})

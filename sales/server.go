@@ -256,7 +256,11 @@ func decode(r *http.Request, v any) error {
 	d := json.NewDecoder(r.Body)
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
-		return problem(http.StatusBadRequest, "bad_request", "The request body is not the JSON this endpoint expects: %s.", err)
+		detail := "it is not valid JSON of the expected shape"
+		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			detail = "it has the unknown field " + f
+		}
+		return problem(http.StatusBadRequest, "bad_request", "The request body is not what this endpoint expects: %s.", detail)
 	}
 	return nil
 }

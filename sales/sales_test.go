@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -441,5 +442,14 @@ func TestLatePayment(t *testing.T) {
 	}
 	if n := h.remaining("gala", "std", "full"); n != 498 {
 		t.Fatalf("remaining full %d", n)
+	}
+}
+
+func TestStandaloneNotFound(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, r := range []*http.Request{httptest.NewRequest("GET", "/api/v1/nope", nil), httptest.NewRequest("DELETE", "/api/v1/orders", nil)} {
+		rec := httptest.NewRecorder()
+		h.s.ServeHTTP(rec, r)
+		h.refused(answer{rec.Code, rec.Header(), rec.Body.Bytes()}, 404, "not_found")
 	}
 }

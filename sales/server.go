@@ -112,6 +112,11 @@ func NewServer(cfg Config, st *Store, iss Issuer, pay Payments, login Login, log
 	}
 	s.mux = http.NewServeMux()
 	s.Register(s.mux)
+	// Only when serving alone: mounted next to the centre's API, the rest
+	// of the tree is the centre's.
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, ErrorBody{Error: "not_found", Message: fmt.Sprintf("There is no %s %s in this API.", r.Method, r.URL.Path)})
+	})
 	return s, nil
 }
 

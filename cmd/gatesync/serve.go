@@ -21,6 +21,7 @@ import (
 
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/internal/cli"
+	"github.com/gated-dev/gated/sales"
 	"github.com/gated-dev/gated/sdnotify"
 	"github.com/gated-dev/gated/verify"
 )
@@ -37,6 +38,7 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 	cert := fs.String("tls-cert", "", "external broker: client certificate; embedded: the listener's certificate (makes it TLS)")
 	key := fs.String("tls-key", "", "key of --tls-cert")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	salesConfig := fs.String("sales-config", "", "sell tickets to the WeChat mini program: a sales configuration file (JSON, see docs/sales.md)")
 	if err := parse(fs, dir, args); err != nil {
 		return err
 	}
@@ -93,7 +95,27 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 	if err != nil {
 		return fmt.Errorf("HTTP API: %w", err)
 	}
-	hs := &http.Server{Handler: centre.NewAPI(c, token, log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second}
+	var handler http.Handler = centre.NewAPI(c, token, log.With("component", "api"))
+	if *salesConfig != "" {
+		fc, err := sales.LoadFileConfig(*salesConfig)
+		if err != nil {
+			return cli.Usagef("--sales-config: %v", err)
+		}
+		ss, closeSales, err := sales.Open(ctx, fc, *dir, sales.CentreIssuer{C: c}, log)
+		if err != nil {
+			return fmt.Errorf("sales: %w", err)
+		}
+		defer closeSales()
+		// The sales routes share the tree with the API; everything else
+		// is the API's.
+		mux := http.NewServeMux()
+		mux.Handle("/", handler)
+		ss.Register(mux)
+		handler = mux
+		go ss.Run(ctx)
+		log.Info("sales enabled", "config", *salesConfig, "events", len(fc.Events))
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("HTTP API stopped", "err", err)

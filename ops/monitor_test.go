@@ -21,7 +21,9 @@ type fakeStore struct {
 	err    error
 }
 
-func (f *fakeStore) SyncState() (cache.SyncState, error) { return cache.SyncState{Outbox: f.outbox}, f.err }
+func (f *fakeStore) SyncState() (cache.SyncState, error) {
+	return cache.SyncState{Outbox: f.outbox}, f.err
+}
 func (f *fakeStore) Outbox(after uint64, max int) ([]cache.Outgoing, error) {
 	b, _ := json.Marshal(map[string]any{"at": f.oldest})
 	return []cache.Outgoing{{Seq: 1, Record: b}}, nil

@@ -97,7 +97,13 @@ func (c *LoginClient) Code2Session(ctx context.Context, code string) (Session, e
 	}
 	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
-		return Session{}, fmt.Errorf("jscode2session: %w", err)
+		// A *url.Error quotes the URL, and the URL carries the app secret:
+		// keep it out of logs.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return Session{}, fmt.Errorf("jscode2session %s: %w", c.cfg.BaseURL, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))

@@ -60,6 +60,16 @@ func TestCode2Session(t *testing.T) {
 	}
 }
 
+func TestLoginErrorHidesSecret(t *testing.T) {
+	s := httptest.NewServer(http.NotFoundHandler())
+	s.Close() // nothing listens there now
+	c, _ := wxpay.NewLoginClient(wxpay.LoginConfig{AppID: "wxapp", Secret: "s3cr3t-value", BaseURL: s.URL})
+	_, err := c.Code2Session(context.Background(), "code")
+	if err == nil || strings.Contains(err.Error(), "s3cr3t-value") {
+		t.Fatalf("err %v: want a failure that does not quote the secret", err)
+	}
+}
+
 func TestParseSession(t *testing.T) {
 	for _, tc := range []struct {
 		body string

@@ -177,3 +177,28 @@ func TestHTTPStatusOffline(t *testing.T) {
 	}
 	g.stop()
 }
+
+// A serial scanner whose device node is missing shows as down; the gate
+// is ready while another scanner is up.
+func TestScannerHealth(t *testing.T) {
+	s := newSite(t)
+	s.issue("--event", "expo", "--count", "1")
+	s.provision("expo")
+	g := startLive(t, s, nil, "--output", "json", "--http", "127.0.0.1:0",
+		"--scanner", "stdin:", "--scanner", "serial:/dev/ttyGATEDTEST9?model=honeywell-voyager-1470g")
+	base := "http://" + g.waitStderr(httpAddrRE)
+	_, body := get(t, base+"/metrics")
+	for series, want := range map[string]float64{
+		`gated_scanner_up{scanner="stdin"}`:                     1,
+		`gated_scanner_up{scanner="serial:/dev/ttyGATEDTEST9"}`: 0,
+		`gated_ready`: 1,
+	} {
+		if got := metric(body, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	if _, body := get(t, base+"/status"); !strings.Contains(body, `"state": "not connected"`) {
+		t.Errorf("/status: %s", body)
+	}
+	g.stop()
+}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -319,7 +320,7 @@ func (s *supervisor) start(ctx context.Context, uri string, src scanner.Source) 
 	s.mu.Lock()
 	s.running[uri] = r
 	s.mu.Unlock()
-	s.mon.ScannerStarted(src.Name(), src)
+	s.mon.ScannerStarted(src.Name(), health(src))
 	s.wg.Go(func() {
 		s.g.Run(sctx, []scanner.Source{src})
 		s.mu.Lock()
@@ -378,3 +379,26 @@ func (s *supervisor) apply(ctx context.Context, uris []string, opened map[string
 }
 
 func (s *supervisor) wait() { s.wg.Wait() }
+
+// health is what the monitor asks whether a scanner's device is there: the
+// source itself when it can tell (ops.Connecter), otherwise, for a source
+// named by a device node (serial:/dev/ttyACM0, camera:/dev/video0), whether
+// that node exists. Unplugging a USB scanner removes its node, so the
+// console and /healthz notice within a second.
+func health(src scanner.Source) any {
+	if _, ok := src.(ops.Connecter); ok {
+		return src
+	}
+	kind, path, _ := strings.Cut(src.Name(), ":")
+	if (kind == "serial" || kind == "camera") && strings.HasPrefix(path, "/dev/") {
+		return nodePresence(path)
+	}
+	return src
+}
+
+type nodePresence string
+
+func (p nodePresence) Connected() bool {
+	_, err := os.Stat(string(p))
+	return err == nil
+}

@@ -44,7 +44,8 @@ func (l *Lines) Run(ctx context.Context, out chan<- Scan) error {
 				_, err = br.ReadSlice('\n')
 			}
 		}
-		if data := bytes.TrimSpace(line); len(data) > 0 {
+		// Trailing spaces stay: a Base45 ticket may end with one.
+		if data := bytes.TrimRight(bytes.TrimLeft(line, " \t\r\n"), "\r\n"); len(data) > 0 {
 			s := Scan{Data: bytes.Clone(data), Source: l.name, At: l.now(), Truncated: truncated}
 			select {
 			case out <- s:

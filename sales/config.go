@@ -56,6 +56,13 @@ type Config struct {
 	AddrRate  float64 `json:"addr_rate_per_minute"`
 	AddrBurst int     `json:"addr_burst"`
 
+	// ClientIPHeader names the header a trusted reverse proxy puts the
+	// client's address in (X-Real-IP, or X-Forwarded-For, whose last entry
+	// is taken). Empty (the default) uses the TCP peer, which behind a
+	// proxy is the proxy for every buyer. Set it only behind a proxy that
+	// overwrites the header, or buyers can pick their own address.
+	ClientIPHeader string `json:"client_ip_header"`
+
 	// RealNameHMACKey and RealNameKey are the two 32-byte server secrets
 	// of real-name binding (hex in the config file). Required when an event
 	// is real-name.

@@ -453,3 +453,28 @@ func TestStandaloneNotFound(t *testing.T) {
 		h.refused(answer{rec.Code, rec.Header(), rec.Body.Bytes()}, 404, "not_found")
 	}
 }
+
+func TestRateLimitBehindProxy(t *testing.T) {
+	h := newHarness(t, func(c *sales.Config) {
+		c.AddrRate, c.AddrBurst = 1, 1
+		c.ClientIPHeader = "X-Forwarded-For"
+	})
+	login := func(xff string) int {
+		req, _ := http.NewRequest("POST", h.srv.URL+"/api/v1/login", strings.NewReader(`{"code":"`+h.login.Code("o-x")+`"}`))
+		req.Header.Set("X-Forwarded-For", xff)
+		resp, err := h.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// The proxy appends the address it saw; what the client sent before it
+	// does not choose the bucket.
+	if login("10.9.9.9, 203.0.113.7") != 200 || login("203.0.113.8") != 200 {
+		t.Fatal("two clients share a bucket")
+	}
+	if st := login("10.1.1.1, 203.0.113.7"); st != 429 {
+		t.Fatalf("second request from 203.0.113.7: %d, want 429", st)
+	}
+}

@@ -203,7 +203,7 @@ func (s *Server) handle(fn func(http.ResponseWriter, *http.Request) error, auth,
 		err := func() error {
 			now := s.cfg.Now()
 			if limited {
-				if ok, wait := s.addrLim.allow("a:"+clientAddr(r), now); !ok {
+				if ok, wait := s.addrLim.allow("a:"+s.addrOf(r), now); !ok {
 					return rateLimited(wait, "Too many requests from your network")
 				}
 			}
@@ -270,8 +270,22 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-// clientAddr is the connection's address. Behind a proxy every buyer
-// shares the proxy's address; see docs/sales.md.
+// addrOf is the client's address for rate limiting: from the trusted
+// proxy's header when one is configured, else the TCP peer.
+func (s *Server) addrOf(r *http.Request) string {
+	if h := s.cfg.ClientIPHeader; h != "" {
+		v := r.Header.Values(h)
+		if len(v) > 0 {
+			parts := strings.Split(v[len(v)-1], ",")
+			if a := strings.TrimSpace(parts[len(parts)-1]); a != "" {
+				return a
+			}
+		}
+	}
+	return clientAddr(r)
+}
+
+// clientAddr is the connection's peer address.
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {

@@ -320,30 +320,6 @@ func (s *Server) session(r *http.Request) (string, error) {
 	return sess.OpenID, nil
 }
 
-// PurgeSessions deletes expired sign-ins and says how many.
-func (s *Server) PurgeSessions() (int, error) {
-	now := s.cfg.Now()
-	n := 0
-	err := s.st.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bSessions).Cursor()
-		for k, v := c.First(); k != nil; {
-			var sess Session
-			if json.Unmarshal(v, &sess) == nil && now.Before(sess.Expires) {
-				k, v = c.Next()
-				continue
-			}
-			next := append([]byte(nil), k...)
-			if err := c.Delete(); err != nil {
-				return err
-			}
-			n++
-			k, v = c.Seek(next)
-		}
-		return nil
-	})
-	return n, err
-}
-
 // LoginResponse is the answer to a sign-in.
 type LoginResponse struct {
 	Token     string    `json:"token"`

@@ -457,4 +457,3 @@ func (s *Server) acceptTransfer(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, view)
 	return nil
 }
-

@@ -149,6 +149,8 @@ func (s *Server) issueOrder(ctx context.Context, no string) error {
 		return fmt.Errorf("order %s: event %q is no longer configured", no, o.Event)
 	}
 	tt, _ := ev.tier(o.Type, o.Tier)
+	// Valid at the gates from the freeze on: from then the ticket can no
+	// longer be refunded or transferred, so a gate never races a change.
 	req := IssueRequest{Event: ev.ID, Count: o.Qty, NotBefore: ev.DoorsOpen.Add(-time.Duration(s.cfg.FreezeBefore)),
 		NotAfter: ev.Ends, DeviceKey: o.DeviceKey}
 	if tt != nil {

@@ -290,3 +290,32 @@ func FuzzParsePaymentNotify(f *testing.F) {
 		}
 	})
 }
+
+// Merchants set up since 2024 verify with the WeChat Pay public key and
+// its id instead of platform certificates.
+func TestPublicKeyMode(t *testing.T) {
+	s := wxpaytest.NewPayServer(t)
+	cfg := s.Config("https://example.invalid/notify", "")
+	cfg.PlatformCerts = nil
+	cfg.PlatformPublicKey, cfg.PlatformPublicKeyID = &s.PlatformKey.PublicKey, s.PlatformSerial
+	p, err := wxpay.NewPay(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Prepay(context.Background(), wxpay.PrepayRequest{OutTradeNo: "S9", Description: "t", OpenID: "o", Total: 1}); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := s.Pay("S9")
+	n := s.Notify("TRANSACTION.SUCCESS", res, time.Now())
+	r := httptest.NewRequest(http.MethodPost, "/notify", bytes.NewReader(n.Body))
+	r.Header = n.Header
+	if tx, err := p.ParsePaymentNotify(r); err != nil || tx.OutTradeNo != "S9" {
+		t.Fatalf("%+v %v", tx, err)
+	}
+	n.Header.Set("Wechatpay-Serial", "PUB_KEY_ID_OTHER")
+	r = httptest.NewRequest(http.MethodPost, "/notify", bytes.NewReader(n.Body))
+	r.Header = n.Header
+	if _, err := p.ParsePaymentNotify(r); !errors.Is(err, wxpay.ErrBadNotification) {
+		t.Fatalf("another key id accepted: %v", err)
+	}
+}

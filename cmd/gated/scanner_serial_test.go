@@ -188,3 +188,40 @@ func TestSerialScannerEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestSerialScannersShareGate: two scanners of different protocols feed
+// one gate; a ticket used at one is refused at the other, and each
+// scanner hears only its own feedback.
+func TestSerialScannersShareGate(t *testing.T) {
+	hw, zb := serialProtocols[0], serialProtocols[2]
+	tg := newTicketGate(t, 2, false)
+	dir := t.TempDir()
+	p1, p2 := openPTY(t), openPTY(t)
+	l1, l2 := filepath.Join(dir, "lane1"), filepath.Join(dir, "lane2")
+	relink(t, p1.slave, l1)
+	relink(t, p2.slave, l2)
+	d := startGated(t, tg, "serial:"+l1+"?model="+hw.model, "serial:"+l2+"?model="+zb.model)
+	d.waitLog(t, "scanner connected")
+	d.waitLog(t, "scanner connected")
+	var pend1, pend2 []byte
+
+	p1.write(t, hw.frames(tg.tickets[0])[0])
+	if m := d.expect(t, "admit", "ok"); m["scanner"] != "serial:"+l1 {
+		t.Errorf("decision from %v, want lane 1", m["scanner"])
+	}
+	p1.expectBytes(t, "lane 1 good", hw.good, &pend1)
+
+	for _, f := range zb.frames(tg.tickets[0]) { // several packets, each ACKed
+		p2.write(t, f)
+		p2.expectBytes(t, "lane 2 ack", zb.ack, &pend2)
+	}
+	if m := d.expect(t, "deny", "already_used"); m["scanner"] != "serial:"+l2 || m["first_used_gate"] != "G1" {
+		t.Errorf("decision %v, want lane 2 refusing a ticket used at G1", m)
+	}
+	p2.expectBytes(t, "lane 2 bad", zb.bad, &pend2)
+
+	// Lane 1 heard nothing of lane 2's decision: its next bytes are its own.
+	p1.write(t, hw.frames(tg.tickets[1])[0])
+	d.expect(t, "admit", "ok")
+	p1.expectBytes(t, "lane 1 good", hw.good, &pend1)
+}

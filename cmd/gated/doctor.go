@@ -256,7 +256,7 @@ func checkDevice(name, uri, path string) check {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return check{checkFail, name, uri + ": " + path + " is not there",
-			"plug the scanner in; with several, use a stable name from /dev/serial/by-id/ (see also the gated udev rules)"}
+			"plug the scanner in (gated scanners lists what is there); prefer the stable names the gated udev rules make, /dev/gated-scanner-VENDOR"}
 	}
 	if fi.Mode()&os.ModeCharDevice == 0 {
 		return check{checkWarn, name, uri + ": " + path + " is not a character device", "point the URI at the device node"}

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   need=()
-  for p in mosquitto mosquitto-clients zbar-tools tmux systemd; do
+  for p in mosquitto mosquitto-clients zbar-tools tmux systemd make gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then

@@ -22,7 +22,9 @@ const usage = `usage: gated COMMAND [flags]
 
 commands:
   run        --data DIR --gate GATE [--scanner URI]... [--output console|json] [--config FILE]
-             decide scans until input ends or SIGTERM
+             [--http 127.0.0.1:9127] [--console-hold 4s] [--broker tcp://HOST:PORT --venue V]
+             decide scans until input ends or SIGTERM; SIGHUP reloads the config
+  doctor     [--config FILE] [run flags] [--sysfs DIR]  check the gate and say what to fix
   provision  --data DIR FILE   load a signed bundle from gatesync export
   journal    --data DIR        print every decision, one JSON object a line
   status     --data DIR        print what the gate holds

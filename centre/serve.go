@@ -140,7 +140,7 @@ func (s *Server) handle(m message) error {
 			return nil
 		}
 		if st.Online && st.Event != "" {
-			if v, err := s.c.EventVersion(st.Event); err == nil && v > st.WhitelistVersion && s.due(t.Venue, t.Gate, s.o.CatchupEvery) {
+			if v, err := s.c.EventVersion(st.Event); err == nil && v > st.WhitelistVersion && s.due("status", t.Venue, t.Gate, s.o.CatchupEvery) {
 				s.queueCatchup(catchup{t.Venue, t.Gate, st.Event, st.WhitelistVersion})
 			}
 		}
@@ -153,7 +153,7 @@ func (s *Server) handle(m message) error {
 		if err := s.c.NoteGate(t.Venue, t.Gate, h.Event); err != nil {
 			s.log.Error("store gate", "err", err)
 		}
-		if s.due(t.Venue, t.Gate, 500*time.Millisecond) {
+		if s.due("hello", t.Venue, t.Gate, 500*time.Millisecond) {
 			s.queueCatchup(catchup{t.Venue, t.Gate, h.Event, h.Version})
 		}
 		return nil
@@ -161,10 +161,12 @@ func (s *Server) handle(m message) error {
 	return errors.New("gates do not publish " + t.Kind + " messages")
 }
 
-func (s *Server) due(venue, gate string, every time.Duration) bool {
+// due rate-limits catch-ups per gate and cause: an answered hello must not
+// silence the next one for the heartbeat's long interval.
+func (s *Server) due(cause, venue, gate string, every time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := venue + "/" + gate
+	k := cause + ":" + venue + "/" + gate
 	now := s.c.now()
 	if now.Sub(s.last[k]) < every {
 		return false

@@ -129,6 +129,7 @@ type Link struct {
 	acks   chan *wire.Ack
 	hello  chan string
 	inbox  chan message
+	done   chan struct{} // closed when Run stops: nothing reads the channels above any more
 
 	connected atomic.Bool
 	offsetMs  atomic.Int64
@@ -162,7 +163,7 @@ func New(store Store, o Options) (*Link, error) {
 	}
 	l := &Link{o: o, store: store, log: o.Logger, root: st.Root, event: st.Event, inst: st.Instance,
 		nudge: make(chan struct{}, 1), conn: make(chan bool, 8), acks: make(chan *wire.Ack, 64),
-		hello: make(chan string, 1), inbox: make(chan message, 256)}
+		hello: make(chan string, 1), inbox: make(chan message, 256), done: make(chan struct{})}
 	return l, nil
 }
 
@@ -231,7 +232,7 @@ func (l *Link) Run(ctx context.Context) error {
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			l.log.Warn("broker connection lost", "err", err)
 			l.connected.Store(false)
-			l.conn <- false
+			l.connEvent(false)
 		})
 	if l.o.Username != "" {
 		co.SetUsername(l.o.Username).SetPassword(l.o.Password)
@@ -245,6 +246,7 @@ func (l *Link) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); l.downlink(ctx) }()
 	l.uplink(ctx)
+	close(l.done)
 	wg.Wait()
 	if l.client.IsConnected() {
 		t := l.client.Publish(l.topic(wire.KindStatus), 1, true, l.status(false))
@@ -275,7 +277,16 @@ func (l *Link) onConnect(c mqtt.Client) {
 	}
 	l.log.Info("connected to broker", "broker", l.o.Broker)
 	l.connected.Store(true)
-	l.conn <- true
+	l.connEvent(true)
+}
+
+// connEvent hands a connection change to the uplink; paho's callbacks must not
+// block once the uplink has stopped.
+func (l *Link) connEvent(up bool) {
+	select {
+	case l.conn <- up:
+	case <-l.done:
+	}
 }
 
 type inflight struct {
@@ -475,7 +486,10 @@ func (l *Link) handle(m message, snap **snapshot) error {
 		if err != nil {
 			return err
 		}
-		l.acks <- a
+		select {
+		case l.acks <- a:
+		case <-l.done:
+		}
 		return nil
 	case wire.KindWhitelist:
 		d, err := wire.OpenDelta(m.payload, l.root)

@@ -392,3 +392,30 @@ func tryPublish(port int, user, pass, topic string, payload []byte) ([]byte, err
 	return exec.Command("mosquitto_pub", "-p", fmt.Sprint(port), "-u", user, "-P", pass, "-i", "test-"+user,
 		"-q", "1", "-t", topic, "-m", string(payload)).CombinedOutput()
 }
+
+// A change too big for a delta reaches an online gate as a snapshot; a new
+// issuer key made while gatesync was down reaches it as a trust-list delta
+// when gatesync comes back, and the gate verifies with it at once.
+func TestSyncSnapshotAndTrustRotation(t *testing.T) {
+	v := newVenue(t, 1, "g1")
+	v.startServe("")
+	g1 := v.startGate("g1", "", "--strict")
+	waitFor(t, 10*time.Second, "g1 connected", func() bool { return strings.Contains(g1.err.String(), "connected to broker") })
+	codes := nonEmptyLines(must(t, runBin(t, nil, "gatesync", "issue", "--server", v.api(), "--dir", v.centre, "--event", "E", "--count", "6000")))
+	waitFor(t, 30*time.Second, "g1 applies a snapshot", func() bool { return strings.Contains(g1.err.String(), "snapshot applied") })
+	g1.scan(codes[5999])
+	if r := g1.waitDecisions(1, 5*time.Second)[0]; r.Verdict != "admit" {
+		t.Fatalf("strict gate, ticket from the snapshot: %+v", r)
+	}
+
+	v.serve.stop()
+	must(t, runBin(t, nil, "gatesync", "rotate-key", "--dir", v.centre))
+	fresh := nonEmptyLines(must(t, runBin(t, nil, "gatesync", "issue", "--dir", v.centre, "--event", "E", "--count", "1")))
+	v.startServe("")
+	waitFor(t, 20*time.Second, "g1 takes the new trust list", func() bool { return strings.Contains(g1.err.String(), "trust list rotated") })
+	waitFor(t, 10*time.Second, "g1 takes the new ticket", func() bool { return strings.Count(g1.err.String(), "whitelist delta applied") >= 2 })
+	g1.scan(fresh[0])
+	if r := g1.waitDecisions(2, 5*time.Second)[1]; r.Verdict != "admit" {
+		t.Fatalf("ticket signed by the new issuer key: %+v", r)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"image"
 	"image/draw"
+	"math"
 
 	"github.com/makiuchi-d/gozxing"
 	"github.com/makiuchi-d/gozxing/qrcode"
@@ -71,7 +72,8 @@ type ReaderOptions struct {
 // Reader decodes ticket QR codes from photos and camera frames. It tries
 // cheap passes first and harder ones only when they fail: a second
 // binarizer, a contrast stretch (low contrast, glare), half size (blur,
-// noise, large modules) and double size (small modules). A Reader is not
+// noise, large modules), double size (small modules) and a shear either
+// way (a code seen at a slant). A Reader is not
 // safe for concurrent use.
 type Reader struct {
 	opts  ReaderOptions
@@ -139,6 +141,15 @@ func (r *Reader) DecodeLuma(lum []byte, w, h int) (string, error) {
 		dl, dw, dh := double(crop, cw, ch)
 		if s, ok := r.try(dl, dw, dh, true); ok {
 			return s, nil
+		}
+		// A code seen at a slant (a phone tilted toward the camera) is
+		// sheared; the finder-pattern scan fails past about 0.2. Shear the
+		// region back both ways.
+		for _, k := range []float64{0.3, -0.3} {
+			sl, sw := shear(crop, cw, ch, k)
+			if s, ok := r.try(sl, sw, ch, true); ok {
+				return s, nil
+			}
 		}
 	}
 	return "", ErrNotFound
@@ -240,6 +251,28 @@ func busy(lum []byte, w, h int) (x0, y0, x1, y1 int, ok bool) {
 		return 0, 0, 0, 0, false
 	}
 	return max(0, x0-margin), max(0, y0-margin), min(w, x1+margin), min(h, y1+margin), true
+}
+
+// shear maps row y of lum to start k*(y-h/2) pixels further right,
+// widening the image so nothing is cut; the new area takes the mean luma.
+func shear(lum []byte, w, h int, k float64) ([]byte, int) {
+	pad := int(math.Abs(k)*float64(h)/2) + 1
+	sw := w + 2*pad
+	var sum int
+	for _, v := range lum[:w*h] {
+		sum += int(v)
+	}
+	fill := byte(sum / (w * h))
+	out := make([]byte, sw*h)
+	for y := 0; y < h; y++ {
+		shift := pad + int(math.Round(k*(float64(y)-float64(h)/2)))
+		row := out[y*sw : (y+1)*sw]
+		for i := range row {
+			row[i] = fill
+		}
+		copy(row[shift:], lum[y*w:(y+1)*w])
+	}
+	return out, sw
 }
 
 // half averages 2x2 blocks.

@@ -58,7 +58,11 @@ var distortions = []distortion{
 		return scene(r, p, sceneOpts{module: 5, angle: 10 + r.Float64()*70})
 	}},
 	{"skewed", func(r *rand.Rand, p string) (*image.Gray, error) {
-		return scene(r, p, sceneOpts{module: 5, shear: 0.2 + r.Float64()*0.3, squash: 0.6 + r.Float64()*0.3, angle: r.Float64() * 20})
+		shear := 0.2 + r.Float64()*0.3
+		if r.IntN(2) == 0 {
+			shear = -shear
+		}
+		return scene(r, p, sceneOpts{module: 5, shear: shear, squash: 0.6 + r.Float64()*0.3, angle: r.Float64()*40 - 20})
 	}},
 	{"blurred", func(r *rand.Rand, p string) (*image.Gray, error) {
 		return scene(r, p, sceneOpts{module: 5, blur: 1 + r.IntN(2)})
@@ -77,7 +81,7 @@ var distortions = []distortion{
 		return scene(r, p, sceneOpts{module: 1.6 + r.Float64()*0.6})
 	}},
 	{"mixed", func(r *rand.Rand, p string) (*image.Gray, error) {
-		return scene(r, p, sceneOpts{module: 4, angle: r.Float64() * 40, blur: 1, noise: 20, glare: 80, black: 40, white: 200})
+		return scene(r, p, sceneOpts{module: 4, angle: r.Float64() * 40, blur: 1, noise: 8, glare: 50, black: 50, white: 200})
 	}},
 }
 

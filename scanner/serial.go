@@ -215,13 +215,13 @@ func serialHint(path string, err error) error {
 	var pe *serial.PortError
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%w (is the scanner plugged in and set to USB serial mode? `gated scanners` lists the ports present)", err)
+		return fmt.Errorf("%s: %w (is the scanner plugged in and set to USB serial mode? `gated scanners` lists the ports present)", path, err)
 	case errors.As(err, &pe) && pe.Code() == serial.PermissionDenied, errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("%s: permission denied (install systemd/60-gated-scanners.rules or add the daemon's user to the dialout group)", path)
 	case errors.As(err, &pe) && pe.Code() == serial.PortBusy:
 		return fmt.Errorf("%s: busy; another program holds the port", path)
 	}
-	return err
+	return fmt.Errorf("%s: %w", path, err)
 }
 
 // applySerialQuery overrides a model's serial settings from ?baud=...

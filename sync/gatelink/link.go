@@ -623,9 +623,14 @@ func (l *Link) maybeApply(snap **snapshot) error {
 	}
 	*snap = nil
 	start := l.o.Now()
+	// One transaction of a million inserts holds every dirty page in the
+	// heap; collecting harder meanwhile cuts the peak by a third (about
+	// 350 to 220 MB) for a second or so more of apply time.
+	gcp := debug.SetGCPercent(20)
 	tl, err := l.store.ApplySnapshot(&cache.Snapshot{Event: s.m.Event, Version: s.m.Version, CreatedAt: s.m.CreatedAt,
 		TrustList: s.m.TrustList, Chunks: s.chunks})
 	s.chunks = nil
+	debug.SetGCPercent(gcp)
 	// A big snapshot leaves garbage a small gate box wants back now: twice,
 	// because bbolt's page buffers sit in a sync.Pool that survives one GC.
 	debug.FreeOSMemory()

@@ -72,7 +72,15 @@ func newCameraFromURI(kind, uri, where string, q url.Values, env Env) (Source, e
 			return nil, fmt.Errorf("no directory; use dir:/path")
 		}
 		c.name = "dir:" + where
-		c.open = func(context.Context) (frames, error) { return openDir(where, poll) }
+		remove := false
+		if v := q.Get("delete"); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("delete=%q: want true or false", v)
+			}
+			remove = b
+		}
+		c.open = func(context.Context) (frames, error) { return openDir(where, poll, remove) }
 	case "mjpeg":
 		raw := strings.TrimPrefix(uri, uri[:strings.Index(uri, ":")+1])
 		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -185,11 +193,12 @@ func (p *presence) see(code string) bool {
 type dirFrames struct {
 	dir     string
 	poll    time.Duration
+	remove  bool // delete each file once read (a camera dropping frames)
 	seen    map[string]bool
 	pending []string
 }
 
-func openDir(dir string, poll time.Duration) (*dirFrames, error) {
+func openDir(dir string, poll time.Duration, remove bool) (*dirFrames, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, err
@@ -197,7 +206,7 @@ func openDir(dir string, poll time.Duration) (*dirFrames, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", dir)
 	}
-	return &dirFrames{dir: dir, poll: poll, seen: map[string]bool{}}, nil
+	return &dirFrames{dir: dir, poll: poll, remove: remove, seen: map[string]bool{}}, nil
 }
 
 func (d *dirFrames) Close() error { return nil }
@@ -225,12 +234,19 @@ func (d *dirFrames) next(ctx context.Context) ([]byte, int, int, error) {
 	}
 	name := d.pending[0]
 	d.pending = d.pending[1:]
-	f, err := os.Open(filepath.Join(d.dir, name))
+	path := filepath.Join(d.dir, name)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("%w: %v", errNoFrame, err)
 	}
-	defer f.Close()
 	img, _, err := image.Decode(f)
+	f.Close()
+	if d.remove {
+		// Forget the name too, so memory does not grow with every frame.
+		if rerr := os.Remove(path); rerr == nil {
+			delete(d.seen, name)
+		}
+	}
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("%w: %s: %v", errNoFrame, name, err)
 	}

@@ -112,6 +112,32 @@ func TestDirHeldInView(t *testing.T) {
 	}
 }
 
+// TestDirDelete: with delete=true each frame file is removed once read.
+func TestDirDelete(t *testing.T) {
+	dir := t.TempDir()
+	writeFrame(t, filepath.Join(dir, "a.png"), "D1")
+	writeFrame(t, filepath.Join(dir, "b.png"), "")
+	src, err := scanner.Open("dir:"+dir+"?delete=true&poll=10ms&leave=1", scanner.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := make(chan scanner.Scan)
+	go src.Run(ctx, out)
+	if s := <-out; string(s.Data) != "D1" {
+		t.Fatalf("scan %q", s.Data)
+	}
+	// b.png (no code) made D1 leave the view (leave=1): D1 again is a new scan.
+	writeFrame(t, filepath.Join(dir, "c.png"), "D1")
+	if s := <-out; string(s.Data) != "D1" {
+		t.Fatalf("scan %q", s.Data)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "a.png")); !os.IsNotExist(err) {
+		t.Errorf("a.png still there after it was read: %v", err)
+	}
+}
+
 // TestMJPEG serves an MJPEG stream over HTTP as an IP camera does.
 func TestMJPEG(t *testing.T) {
 	seq := []string{"", "X1", "X1", "", "", "", "X2"}

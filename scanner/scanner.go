@@ -74,7 +74,7 @@ type Env struct {
 //	hid:VID:PID?model=NAME[&mode=hid-pos|keyboard&layout=us|de&interface=N]
 //	camera:/dev/video0[?leave=N]           V4L2 capture
 //	mjpeg:http://HOST/PATH                 an IP camera's MJPEG stream
-//	dir:/path[?leave=N]                    image files, in name order, as they appear
+//	dir:/path[?leave=N&delete=true]        image files, in name order, as they appear
 func Open(uri string, env Env) (Source, error) {
 	u, err := url.Parse(uri)
 	if err != nil || u.Scheme == "" {

@@ -369,7 +369,15 @@ func (s *Server) acceptTransfer(w http.ResponseWriter, r *http.Request) error {
 		holder.IDHash = s.vault.IDHash(n.ID)
 	}
 
-	// Step 1: lock the ticket and take the new holder's id slot.
+	if ev.RealName {
+		var err error
+		if holder.Sealed, err = s.vault.Seal(clear, ticketBind(t.ID)); err != nil {
+			return err
+		}
+	}
+	// Step 1: lock the ticket, take the new holder's id slot and record
+	// the transfer. From here it completes: if re-issuing fails, or the
+	// process dies, reconciliation finishes it.
 	err = s.st.db.Update(func(tx *bolt.Tx) error {
 		cur, err := getTicket(tx, t.ID)
 		if err != nil {
@@ -387,73 +395,82 @@ func (s *Server) acceptTransfer(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 		}
-		cur.State = TicketTransferring
+		if err := tx.Bucket(bTransfers).Delete([]byte(code)); err != nil {
+			return err
+		}
+		cur.State, cur.Transfer, cur.Updated = TicketTransferring, "", now.UTC()
+		cur.Pending = &PendingTransfer{To: me, Holder: holder, RealName: ev.RealName, Device: dev}
+		if err := tx.Bucket(bMoving).Put([]byte(cur.ID), nil); err != nil {
+			return err
+		}
 		return putTicket(tx, cur)
 	})
 	if err != nil {
 		return err
 	}
-	undo := func() {
-		err := s.st.db.Update(func(tx *bolt.Tx) error {
-			cur, err := getTicket(tx, t.ID)
-			if err != nil {
-				return err
-			}
-			if holder.IDHash != nil && !bytes.Equal(holder.IDHash, cur.Holder.IDHash) {
-				addU64(tx.Bucket(bIDCount), key(cur.Event, string(holder.IDHash)), -1)
-			}
-			cur.State = TicketValid
-			return putTicket(tx, cur)
-		})
-		if err != nil {
-			s.log.Error("undo transfer", "ticket", t.ID, "err", err)
-		}
-	}
-	// Step 2: a higher serial at the centre; gates refuse the old code.
-	it, err := s.iss.Reissue(r.Context(), t.ID, dev)
+	view, err := s.finishTransfer(r.Context(), t.ID)
 	if err != nil {
-		undo()
-		s.log.Error("reissue for transfer", "ticket", t.ID, "err", err)
-		return problem(http.StatusBadGateway, "issue_unavailable", "The ticket could not be re-issued just now; nothing changed, please try again.")
+		s.log.Warn("transfer not finished", "ticket", t.ID, "err", err)
+		writeJSON(w, http.StatusAccepted, view)
+		return nil
 	}
-	if ev.RealName {
-		if holder.Sealed, err = s.vault.Seal(clear, ticketBind(t.ID)); err != nil {
-			return err
-		}
+	writeJSON(w, http.StatusOK, view)
+	return nil
+}
+
+// finishTransfer re-issues a ticket in transfer (a higher serial at the
+// centre, so gates refuse the old code) and hands it over. Repeating it
+// after a failure may raise the serial once more, which is harmless.
+func (s *Server) finishTransfer(ctx context.Context, id string) (TicketView, error) {
+	unlock := s.orderLocks.lock("ticket:" + id)
+	defer unlock()
+	t, err := s.st.Ticket(id)
+	if err != nil {
+		return TicketView{}, err
 	}
-	// Step 3: hand it over.
+	if t.State != TicketTransferring || t.Pending == nil {
+		return s.ticketView(t), nil
+	}
+	it, err := s.iss.Reissue(ctx, id, t.Pending.Device)
+	if err != nil {
+		return s.ticketView(t), fmt.Errorf("reissue %s: %w", id, err)
+	}
 	var view TicketView
 	err = s.st.db.Update(func(tx *bolt.Tx) error {
-		cur, err := getTicket(tx, t.ID)
+		cur, err := getTicket(tx, id)
 		if err != nil {
 			return err
 		}
-		if ev.RealName && !bytes.Equal(holder.IDHash, cur.Holder.IDHash) && len(cur.Holder.IDHash) > 0 {
-			if err := addU64(tx.Bucket(bIDCount), key(cur.Event, string(cur.Holder.IDHash)), -1); err != nil {
-				return err
+		p := cur.Pending
+		if cur.State != TicketTransferring || p == nil {
+			view = s.ticketView(cur)
+			return nil
+		}
+		if p.RealName {
+			if len(cur.Holder.IDHash) > 0 && !bytes.Equal(p.Holder.IDHash, cur.Holder.IDHash) {
+				if err := addU64(tx.Bucket(bIDCount), key(cur.Event, string(cur.Holder.IDHash)), -1); err != nil {
+					return err
+				}
 			}
+			cur.Holder = p.Holder
 		}
 		if err := tx.Bucket(bOwned).Delete(key(cur.Owner, cur.ID)); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bOwned).Put(key(me, cur.ID), nil); err != nil {
+		if err := tx.Bucket(bOwned).Put(key(p.To, cur.ID), nil); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bTransfers).Delete([]byte(code)); err != nil {
+		if err := tx.Bucket(bMoving).Delete([]byte(cur.ID)); err != nil {
 			return err
 		}
-		if ev.RealName {
-			cur.Holder = holder
-		}
-		cur.Owner, cur.Serial, cur.Code, cur.Device = me, it.Serial, it.Code, dev
-		cur.State, cur.Transfer, cur.Updated = TicketValid, "", now.UTC()
+		cur.Owner, cur.Serial, cur.Code, cur.Device = p.To, it.Serial, it.Code, p.Device
+		cur.State, cur.Pending, cur.Updated = TicketValid, nil, s.cfg.Now().UTC()
 		view = s.ticketView(cur)
 		return putTicket(tx, cur)
 	})
 	if err != nil {
-		return err
+		return TicketView{}, err
 	}
-	s.log.Info("ticket transferred", "ticket", t.ID, "serial", it.Serial)
-	writeJSON(w, http.StatusOK, view)
-	return nil
+	s.log.Info("ticket transferred", "ticket", id, "serial", it.Serial)
+	return view, nil
 }

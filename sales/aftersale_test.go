@@ -157,6 +157,45 @@ func TestTransfer(t *testing.T) {
 		Holders: []realname.Holder{{Name: "李四", ID: idB}}}), 409, "id_limit")
 }
 
+// The centre re-issues the ticket but its answer is lost: the transfer
+// must still complete, or the seller's code is dead at the gates and the
+// buyer has nothing.
+func TestTransferFinishedByReconcile(t *testing.T) {
+	h := newHarness(t, nil)
+	alice, bob := h.signIn("o-alice"), h.signIn("o-bob")
+	o := h.buy(alice, gala)
+	old := o.Tickets[0]
+	var offer sales.TransferOffer
+	h.mustDo("POST", "/api/v1/tickets/"+old.ID+"/transfer", alice, nil, 201, &offer)
+	h.iss.loseReissue.Store(true)
+	var got sales.TicketView
+	h.mustDo("POST", "/api/v1/transfers/"+offer.Code+"/accept", bob, sales.AcceptRequest{}, 202, &got)
+	if got.State != sales.TicketTransferring {
+		t.Fatalf("ticket %+v", got)
+	}
+	h.refused(h.do("POST", "/api/v1/tickets/"+old.ID+"/refund", alice, nil), 409, "ticket_busy")
+	h.iss.loseReissue.Store(false)
+	if err := h.s.Reconcile(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ts := h.tickets(bob)
+	if len(ts) != 1 || ts[0].ID != old.ID || ts[0].State != sales.TicketValid || ts[0].Serial != 3 {
+		t.Fatalf("bob's tickets %+v: want the ticket at serial 3 (re-issued twice)", ts)
+	}
+	if len(h.tickets(alice)) != 1 {
+		t.Fatal("alice should keep only her other ticket")
+	}
+	if r := h.gateDecision("gala", old.Code); r != verify.ReasonSuperseded {
+		t.Fatalf("old code: %s", r)
+	}
+	if r := h.gateDecision("gala", ts[0].Code); r != verify.ReasonOK {
+		t.Fatalf("new code: %s", r)
+	}
+	if err := h.s.Reconcile(t.Context()); err != nil || h.iss.reissues.Load() != 2 {
+		t.Fatalf("reconcile again: %v, %d re-issues", err, h.iss.reissues.Load())
+	}
+}
+
 func TestTransferIDLimitAndExpiry(t *testing.T) {
 	h := newHarness(t, nil)
 	alice, bob := h.signIn("o-alice"), h.signIn("o-bob")

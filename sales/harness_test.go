@@ -3,6 +3,7 @@ package sales_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -51,6 +52,7 @@ type countingIssuer struct {
 	sales.Issuer
 	issues, revokes, reissues atomic.Int32
 	fail                      atomic.Bool
+	loseReissue               atomic.Bool
 }
 
 func (c *countingIssuer) Issue(ctx context.Context, r sales.IssueRequest) ([]sales.IssuedTicket, error) {
@@ -59,6 +61,16 @@ func (c *countingIssuer) Issue(ctx context.Context, r sales.IssueRequest) ([]sal
 		return nil, io.ErrUnexpectedEOF
 	}
 	return c.Issuer.Issue(ctx, r)
+}
+
+func (c *countingIssuer) Reissue(ctx context.Context, id string, dev ed25519.PublicKey) (sales.IssuedTicket, error) {
+	c.reissues.Add(1)
+	it, err := c.Issuer.Reissue(ctx, id, dev)
+	if err == nil && c.loseReissue.Load() {
+		// Done at the centre, but the answer is lost on the way back.
+		return sales.IssuedTicket{}, io.ErrUnexpectedEOF
+	}
+	return it, err
 }
 
 func (c *countingIssuer) Revoke(ctx context.Context, id, reason string) error {

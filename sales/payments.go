@@ -230,11 +230,11 @@ func (s *Server) rebind(h HolderRec, from, to []byte) (HolderRec, error) {
 }
 
 // Reconcile queries WeChat Pay about prepaid orders whose notification is
-// overdue, issues paid orders whose issue was interrupted, and resumes
-// refunds that have not reached WeChat Pay.
+// overdue, issues paid orders whose issue was interrupted, finishes
+// accepted transfers, and resumes refunds that have not reached WeChat Pay.
 func (s *Server) Reconcile(ctx context.Context) error {
 	now := s.cfg.Now()
-	var held, pending, refunds []string
+	var held, pending, refunds, moving []string
 	err := s.st.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bHolds).Cursor()
 		for k, _ := c.First(); k != nil; k, _ = c.Next() {
@@ -243,6 +243,7 @@ func (s *Server) Reconcile(ctx context.Context) error {
 			}
 		}
 		tx.Bucket(bPending).ForEach(func(k, _ []byte) error { pending = append(pending, string(k)); return nil })
+		tx.Bucket(bMoving).ForEach(func(k, _ []byte) error { moving = append(moving, string(k)); return nil })
 		return tx.Bucket(bRefunds).ForEach(func(k, v []byte) error {
 			var rf RefundRec
 			if err := json.Unmarshal(v, &rf); err != nil {
@@ -280,6 +281,11 @@ func (s *Server) Reconcile(ctx context.Context) error {
 	for _, no := range pending {
 		if err := s.issueOrder(ctx, no); err != nil {
 			errs = append(errs, fmt.Errorf("issue %s: %w", no, err))
+		}
+	}
+	for _, id := range moving {
+		if _, err := s.finishTransfer(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("transfer %s: %w", id, err))
 		}
 	}
 	for _, no := range refunds {

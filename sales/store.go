@@ -13,21 +13,22 @@ import (
 // Buckets of sales.db. Keys that combine parts separate them with 0x00,
 // which no id contains.
 var (
-	bStock     = []byte("stock")      // event\0type\0tier -> remaining (uint64)
-	bQuota     = []byte("quota")      // event\0type\0tier -> configured quota (uint64)
-	bOrders    = []byte("orders")     // order no -> Order
-	bHolds     = []byte("holds")      // hold-until (unix nanos, 8 bytes) || order no -> nil
-	bUserOrds  = []byte("userorders") // openid\0no -> nil
-	bTickets   = []byte("tickets")    // ticket id -> TicketRec
-	bOwned     = []byte("owned")      // openid\0ticket id -> nil
-	bUserCount = []byte("usercount")  // event\0openid -> tickets bought (uint64)
-	bIDCount   = []byte("idcount")    // event\0id hmac -> tickets held (uint64)
-	bSessions  = []byte("sessions")   // sha256(token) -> Session
-	bPayments  = []byte("payments")   // transaction_id -> order no
-	bRefunds   = []byte("refunds")    // out_refund_no -> RefundRec
-	bTransfers = []byte("transfers")  // transfer code -> TransferRec
-	bPurged    = []byte("purged")     // event -> purge time
-	bPending   = []byte("pending")    // order no -> nil: paid, tickets not yet issued
+	bStock     = []byte("stock")        // event\0type\0tier -> remaining (uint64)
+	bQuota     = []byte("quota")        // event\0type\0tier -> configured quota (uint64)
+	bOrders    = []byte("orders")       // order no -> Order
+	bHolds     = []byte("holds")        // hold-until (unix nanos, 8 bytes) || order no -> nil
+	bUserOrds  = []byte("userorders")   // openid\0no -> nil
+	bTickets   = []byte("tickets")      // ticket id -> TicketRec
+	bOwned     = []byte("owned")        // openid\0ticket id -> nil
+	bUserCount = []byte("usercount")    // event\0openid -> tickets bought (uint64)
+	bIDCount   = []byte("idcount")      // event\0id hmac -> tickets held (uint64)
+	bSessions  = []byte("sessions")     // sha256(token) -> Session
+	bPayments  = []byte("payments")     // transaction_id -> order no
+	bRefunds   = []byte("refunds")      // out_refund_no -> RefundRec
+	bTransfers = []byte("transfers")    // transfer code -> TransferRec
+	bPurged    = []byte("purged")       // event -> purge time
+	bMoving    = []byte("transferring") // ticket id -> nil: transfer accepted, not yet re-issued
+	bPending   = []byte("pending")      // order no -> nil: paid, tickets not yet issued
 )
 
 // Order states.
@@ -97,8 +98,18 @@ type TicketRec struct {
 	Holder   HolderRec `json:"holder"`
 	Device   []byte    `json:"device_key,omitempty"`
 	Transfer string    `json:"transfer,omitempty"` // open transfer code
-	RefundNo string    `json:"refund_no,omitempty"`
-	Updated  time.Time `json:"updated"`
+	// Pending is an accepted transfer waiting for its re-issue.
+	Pending  *PendingTransfer `json:"pending,omitempty"`
+	RefundNo string           `json:"refund_no,omitempty"`
+	Updated  time.Time        `json:"updated"`
+}
+
+// PendingTransfer is where an accepted transfer is going.
+type PendingTransfer struct {
+	To       string    `json:"to"`
+	RealName bool      `json:"real_name,omitempty"`
+	Holder   HolderRec `json:"holder"`
+	Device   []byte    `json:"device_key,omitempty"`
 }
 
 // RefundRec tracks one refund at WeChat Pay.
@@ -142,7 +153,7 @@ func OpenStore(path string) (*Store, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bStock, bQuota, bOrders, bHolds, bUserOrds, bTickets, bOwned, bUserCount, bIDCount,
-			bSessions, bPayments, bRefunds, bTransfers, bPurged, bPending} {
+			bSessions, bPayments, bRefunds, bTransfers, bPurged, bPending, bMoving} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

@@ -133,6 +133,7 @@ type Link struct {
 
 	connected atomic.Bool
 	offsetMs  atomic.Int64
+	lastSync  atomic.Int64 // unix nanoseconds of the last verified message from the centre
 
 	mu    sync.Mutex
 	stats Stats
@@ -182,6 +183,15 @@ func (l *Link) count(f func(*Stats)) {
 
 // Connected reports whether the broker connection is up.
 func (l *Link) Connected() bool { return l.connected.Load() }
+
+// LastSync is when the last message from the centre that verified
+// arrived (zero: none yet). The ops monitor shows its age.
+func (l *Link) LastSync() time.Time {
+	if n := l.lastSync.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
 
 // ClockOffset is the latest estimate of centre clock minus gate clock.
 func (l *Link) ClockOffset() time.Duration {
@@ -466,6 +476,8 @@ func (l *Link) downlink(ctx context.Context) {
 			if err := l.handle(m, &snap); err != nil {
 				l.count(func(s *Stats) { s.Rejected++ })
 				l.log.Warn("ignored downlink message", "topic", m.topic, "bytes", len(m.payload), "err", err)
+			} else if !wire.IsChunk(m.payload) || snap != nil { // a stray chunk proves nothing
+				l.lastSync.Store(l.o.Now().UnixNano())
 			}
 		}
 	}

@@ -133,7 +133,7 @@ func testSIGKILL(t *testing.T, external bool) {
 			gate.scan(v.codes[rnd.IntN(n)])
 			more++
 		}
-		time.Sleep(time.Duration(rnd.IntN(400)) * time.Millisecond)
+		time.Sleep(time.Duration(rnd.IntN(200)) * time.Millisecond) // sync of the backlog takes about this long
 		switch rnd.IntN(3) {
 		case 0:
 			gate.kill()

@@ -155,8 +155,11 @@ func limit(b []byte) error {
 }
 
 // ParseBatch decodes and checks a Batch published on gate's entries topic:
-// it must name that gate, its entries must be that gate's, in order,
-// within [First, Last], with ids of the form instance-seq.
+// it must name that gate, and its entries must be in order, within
+// [First, Last], with ids of the form instance-seq. An entry may name
+// another gate: a store renamed with --gate keeps its older entries, and
+// refusing them would stall that gate's uplink for good; the centre books
+// every entry under the topic's gate and keeps the record as sent.
 func ParseBatch(b []byte, gate string) (*ParsedBatch, error) {
 	if err := limit(b); err != nil {
 		return nil, err
@@ -188,8 +191,6 @@ func ParseBatch(b []byte, gate string) (*ParsedBatch, error) {
 		switch {
 		case e.Seq < p.First || e.Seq > p.Last || e.Seq <= prev:
 			return nil, fmt.Errorf("batch entry %d: seq %d out of order or outside %d-%d", i, e.Seq, p.First, p.Last)
-		case e.Gate != gate:
-			return nil, fmt.Errorf("batch entry %d: gate %q", i, e.Gate)
 		case e.ID != fmt.Sprintf("%s-%d", p.Instance, e.Seq):
 			return nil, fmt.Errorf("batch entry %d: id %q is not %s-%d", i, e.ID, p.Instance, e.Seq)
 		case e.Verdict != "admit" && e.Verdict != "deny":

@@ -1,8 +1,8 @@
 package cache
 
 import (
-	"golang.org/x/sys/unix"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // ReleasePages drops the store file's pages from this process's memory

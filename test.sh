@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: vet, race-enabled tests, a CGO_ENABLED=0 build, and
 # every fuzz target briefly. As root on Debian it first installs the real
-# peers the tests talk to (mosquitto, zbarimg, tmux, systemd-analyze).
+# peers the tests talk to (mosquitto, zbarimg, tmux, systemd-analyze,
+# PostgreSQL, Chromium, the arm64 cross compiler).
 set -euo pipefail
 cd "$(dirname "$0")"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   need=()
-  for p in mosquitto mosquitto-clients zbar-tools tmux systemd make gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross; do
+  for p in mosquitto mosquitto-clients zbar-tools tmux systemd make gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross postgresql chromium; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -16,8 +17,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   fi
   # The package starts a system broker on 1883; tests start their own on free ports.
   systemctl stop mosquitto >/dev/null 2>&1 || service mosquitto stop >/dev/null 2>&1 || true
+  systemctl stop postgresql >/dev/null 2>&1 || service postgresql stop >/dev/null 2>&1 || true
 fi
-FUZZTIME=${FUZZTIME:-10s}
+FUZZTIME=${FUZZTIME:-5s}
 echo "== go vet"; go vet ./...
 echo "== go test -race"; go test -race -count=1 -timeout 20m ./...
 echo "== CGO_ENABLED=0 build"; CGO_ENABLED=0 go build -o /dev/null ./...

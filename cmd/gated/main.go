@@ -28,6 +28,7 @@ commands:
   provision  --data DIR FILE   load a signed bundle from gatesync export
   journal    --data DIR        print every decision, one JSON object a line
   status     --data DIR        print what the gate holds
+  scanners   [--models DIR]    list known scanner models, the devices present and which model each matches
 
 Run gated COMMAND --help for a command's flags.
 `

@@ -53,6 +53,7 @@ type Centre struct {
 	now  func() time.Time
 
 	onChange atomic.Pointer[func()]
+	ingest   atomic.Pointer[IngestStore] // nil: the books are in db (ingest.go)
 }
 
 // Ticket is the centre's record of an issued ticket.
@@ -286,6 +287,9 @@ type IssueRequest struct {
 	// phone: it keeps the device keys under devices/ so `gatesync present`
 	// can show codes (for demos and tests; a real phone keeps its own key).
 	Rotating bool
+	// DeviceKey binds every ticket to this phone key instead (the phone
+	// made it and keeps the private half); it excludes Rotating.
+	DeviceKey ed25519.PublicKey
 }
 
 // Issue signs and registers tickets.
@@ -298,6 +302,9 @@ func (c *Centre) Issue(r IssueRequest) ([]Ticket, error) {
 	}
 	if !r.NotBefore.IsZero() && !r.NotAfter.IsZero() && !r.NotAfter.After(r.NotBefore) {
 		return nil, errors.New("--not-after must be later than --not-before")
+	}
+	if err := checkDeviceRequest(r); err != nil {
+		return nil, err
 	}
 	if r.Rotating {
 		if err := os.MkdirAll(filepath.Join(c.dir, DevicesDir), 0o700); err != nil {
@@ -325,6 +332,7 @@ func (c *Centre) Issue(r IssueRequest) ([]Ticket, error) {
 				t.DeviceKey = dev.Public().(ed25519.PublicKey)
 				t.Flags |= verify.FlagDeviceKey
 			}
+			bindDevice(&t, r.DeviceKey)
 			if err := c.sign(&t, tag, priv); err != nil {
 				return err
 			}
@@ -390,7 +398,10 @@ func (c *Centre) Ticket(id verify.TicketID) (*Ticket, error) {
 
 // Reissue signs a ticket again with a higher serial (a transfer or a
 // replacement); gates then refuse the older serial.
-func (c *Centre) Reissue(id verify.TicketID) (*Ticket, error) {
+func (c *Centre) Reissue(id verify.TicketID) (*Ticket, error) { return c.reissue(id, nil) }
+
+// reissue re-signs a ticket, bound to dev when it is set.
+func (c *Centre) reissue(id verify.TicketID, dev ed25519.PublicKey) (*Ticket, error) {
 	var t *Ticket
 	err := c.db.Update(func(tx *bolt.Tx) error {
 		var err error
@@ -406,6 +417,7 @@ func (c *Centre) Reissue(id verify.TicketID) (*Ticket, error) {
 		}
 		t.Serial++
 		t.KeyID = kid
+		bindDevice(t, dev)
 		t.IssuedAt = c.now().UTC()
 		if err := c.sign(t, verify.TagOf(t.Event), priv); err != nil {
 			return err

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -81,133 +80,59 @@ type IngestResult struct {
 
 func streamKey(gate, instance string) []byte { return []byte(gate + "\x00" + instance) }
 
+// books is the centre's IngestStore: the one set with SetIngestStore, or
+// the bbolt store in central.db.
+func (c *Centre) books() IngestStore {
+	if s := c.ingest.Load(); s != nil {
+		return *s
+	}
+	return &BoltIngest{db: c.db}
+}
+
+// SetIngestStore makes s the centre's books of entries, gate states and
+// conflicts instead of central.db (gatesync serve --store). Set it before
+// serving; the caller closes s after the centre.
+func (c *Centre) SetIngestStore(s IngestStore) { c.ingest.Store(&s) }
+
 // Ingest stores a parsed batch from venue's gate in one transaction.
 func (c *Centre) Ingest(venue string, b *wire.ParsedBatch) (*IngestResult, error) {
-	res := &IngestResult{}
-	now := c.now().UTC()
-	err := c.db.Update(func(tx *bolt.Tx) error {
-		*res = IngestResult{}
-		sk := streamKey(b.Gate, b.Instance)
-		streams, seqs, entries, ids, uses := tx.Bucket(bStreams), tx.Bucket(bSeqs), tx.Bucket(bEntries), tx.Bucket(bEntryIDs), tx.Bucket(bUses)
-		var storedTo uint64
-		if v := streams.Get(sk); len(v) == 8 {
-			storedTo = binary.BigEndian.Uint64(v)
-		}
-		seqKey := func(seq uint64) []byte { return binary.BigEndian.AppendUint64(append(bytes.Clone(sk), 0), seq) }
-		for i, e := range b.Parsed {
-			if e.Seq <= storedTo || seqs.Get(seqKey(e.Seq)) != nil || ids.Get([]byte(e.ID)) != nil {
-				res.Duplicate++
-				continue
-			}
-			n, err := entries.NextSequence()
-			if err != nil {
-				return err
-			}
-			nk := binary.BigEndian.AppendUint64(nil, n)
-			rec, err := json.Marshal(Record{N: n, Venue: venue, Gate: b.Gate, ID: e.ID, ReceivedAt: now,
-				ClockOffsetMs: b.ClockOffsetMs, Entry: b.Entries[i]})
-			if err != nil {
-				return err
-			}
-			if err := entries.Put(nk, rec); err != nil {
-				return err
-			}
-			if err := seqs.Put(seqKey(e.Seq), nk); err != nil {
-				return err
-			}
-			if err := ids.Put([]byte(e.ID), nk); err != nil {
-				return err
-			}
-			res.New++
+	reentry, err := c.reentryTickets(b)
+	if err != nil {
+		return nil, err
+	}
+	return c.books().Ingest(IngestBatch{Venue: venue, Batch: b, At: c.now().UTC(),
+		Reentry: func(id verify.TicketID) bool { return reentry[id] }})
+}
+
+// reentryTickets looks up, before the store's transaction, which tickets
+// admitted in b allow re-entry.
+func (c *Centre) reentryTickets(b *wire.ParsedBatch) (map[verify.TicketID]bool, error) {
+	out := map[verify.TicketID]bool{}
+	err := c.db.View(func(tx *bolt.Tx) error {
+		for _, e := range b.Parsed {
 			if e.Verdict != cache.Admit {
 				continue
 			}
-			tid, _ := verify.ParseTicketID(e.Ticket) // ParseBatch checked it
-			adm := Admission{Venue: venue, Gate: b.Gate, EntryID: e.ID, At: e.At}
-			if prev := uses.Get(tid[:]); prev != nil {
-				var first Admission
-				if err := json.Unmarshal(prev, &first); err != nil {
-					return fmt.Errorf("use record of %s: %w", tid, err)
-				}
-				if e.Reason == verify.ReasonReentry || reentry(tx, tid) {
-					continue
-				}
-				cf := Conflict{Ticket: tid, Kind: "two_gates", First: first, Second: adm, DetectedAt: now}
-				if first.Gate == adm.Gate && first.Venue == adm.Venue {
-					cf.Kind = "twice"
-				}
-				cb := tx.Bucket(bConflicts)
-				if cf.N, err = cb.NextSequence(); err != nil {
-					return err
-				}
-				v, _ := json.Marshal(cf)
-				if err := cb.Put(binary.BigEndian.AppendUint64(nil, cf.N), v); err != nil {
-					return err
-				}
-				res.Conflicts = append(res.Conflicts, cf)
+			tid, err := verify.ParseTicketID(e.Ticket)
+			if err != nil {
 				continue
 			}
-			v, _ := json.Marshal(adm)
-			if err := uses.Put(bytes.Clone(tid[:]), v); err != nil {
-				return err
+			if t, err := getTicket(tx, tid); err == nil && t.Flags&verify.FlagReentry != 0 {
+				out[tid] = true
 			}
-			res.Admitted = append(res.Admitted, adm)
-			res.Tickets = append(res.Tickets, tid)
-			res.Seqs = append(res.Seqs, e.Seq)
-		}
-		for seqs.Get(seqKey(storedTo+1)) != nil {
-			storedTo++
-		}
-		res.StoredTo = storedTo
-		if err := streams.Put(sk, binary.BigEndian.AppendUint64(nil, storedTo)); err != nil {
-			return err
-		}
-		return updateGate(tx, venue, b.Gate, func(g *GateState) {
-			g.LastSeen, g.Instance, g.StoredTo, g.ClockOffsetMs = now, b.Instance, storedTo, b.ClockOffsetMs
-			g.Entries += res.New
-			g.Conflicts += len(res.Conflicts)
-		})
-	})
-	return res, err
-}
-
-func reentry(tx *bolt.Tx, id verify.TicketID) bool {
-	t, err := getTicket(tx, id)
-	return err == nil && t.Flags&verify.FlagReentry != 0
-}
-
-// Entries returns up to limit records with N above since.
-func (c *Centre) Entries(since uint64, limit int) ([]Record, error) {
-	var out []Record
-	err := c.db.View(func(tx *bolt.Tx) error {
-		cur := tx.Bucket(bEntries).Cursor()
-		for k, v := cur.Seek(binary.BigEndian.AppendUint64(nil, since+1)); k != nil && len(out) < limit; k, v = cur.Next() {
-			var r Record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
-			}
-			out = append(out, r)
 		}
 		return nil
 	})
 	return out, err
 }
 
-// Conflicts returns every recorded conflict.
-func (c *Centre) Conflicts() ([]Conflict, error) {
-	out := []Conflict{}
-	err := c.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bConflicts).ForEach(func(_, v []byte) error {
-			var cf Conflict
-			if err := json.Unmarshal(v, &cf); err != nil {
-				return err
-			}
-			out = append(out, cf)
-			return nil
-		})
-	})
-	return out, err
+// Entries returns up to limit records with N above since.
+func (c *Centre) Entries(since uint64, limit int) ([]Record, error) {
+	return c.books().Entries(since, limit)
 }
+
+// Conflicts returns every recorded conflict.
+func (c *Centre) Conflicts() ([]Conflict, error) { return c.books().Conflicts() }
 
 // GateState is the centre's view of one gate.
 type GateState struct {
@@ -226,66 +151,33 @@ type GateState struct {
 	ClockOffsetMs    int64     `json:"clock_offset_ms"`
 }
 
-func updateGate(tx *bolt.Tx, venue, gate string, fn func(*GateState)) error {
-	b := tx.Bucket(bGates)
-	k := []byte(venue + "/" + gate)
-	g := GateState{Venue: venue, Gate: gate}
-	if v := b.Get(k); v != nil {
-		if err := json.Unmarshal(v, &g); err != nil {
-			return err
-		}
-	}
-	fn(&g)
-	v, err := json.Marshal(g)
-	if err != nil {
-		return err
-	}
-	return b.Put(k, v)
-}
-
 // GateStatus records a gate's heartbeat or will.
 func (c *Centre) GateStatus(venue string, s *wire.Status) error {
 	now := c.now().UTC()
-	return c.db.Update(func(tx *bolt.Tx) error {
-		return updateGate(tx, venue, s.Gate, func(g *GateState) {
-			g.Online = s.Online
-			if !s.Online {
-				return
-			}
-			g.LastSeen, g.Backlog, g.LastSeq, g.WhitelistVersion, g.ClockOffsetMs = now, s.Outbox, s.LastSeq, s.WhitelistVersion, s.ClockOffsetMs
-			if s.Event != "" {
-				g.Event = s.Event
-			}
-			if s.Instance != "" {
-				g.Instance = s.Instance
-			}
-		})
+	return c.books().UpdateGate(venue, s.Gate, func(g *GateState) {
+		g.Online = s.Online
+		if !s.Online {
+			return
+		}
+		g.LastSeen, g.Backlog, g.LastSeq, g.WhitelistVersion, g.ClockOffsetMs = now, s.Outbox, s.LastSeq, s.WhitelistVersion, s.ClockOffsetMs
+		if s.Event != "" {
+			g.Event = s.Event
+		}
+		if s.Instance != "" {
+			g.Instance = s.Instance
+		}
 	})
 }
 
 // NoteGate records that a gate exists for an event (from its hello), so
 // deltas of that event are published to its venue.
 func (c *Centre) NoteGate(venue, gate, event string) error {
-	return c.db.Update(func(tx *bolt.Tx) error {
-		return updateGate(tx, venue, gate, func(g *GateState) { g.Event = event; g.LastSeen = c.now().UTC() })
-	})
+	now := c.now().UTC()
+	return c.books().UpdateGate(venue, gate, func(g *GateState) { g.Event = event; g.LastSeen = now })
 }
 
 // Gates returns every gate the centre has heard of.
-func (c *Centre) Gates() ([]GateState, error) {
-	out := []GateState{}
-	err := c.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bGates).ForEach(func(_, v []byte) error {
-			var g GateState
-			if err := json.Unmarshal(v, &g); err != nil {
-				return err
-			}
-			out = append(out, g)
-			return nil
-		})
-	})
-	return out, err
-}
+func (c *Centre) Gates() ([]GateState, error) { return c.books().Gates() }
 
 // Venues returns the venues with a gate of the event.
 func (c *Centre) Venues(event string) ([]string, error) {

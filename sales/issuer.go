@@ -52,8 +52,9 @@ type DeviceKeyBinder interface {
 	BindsDeviceKeys() bool
 }
 
-// ErrDeviceKeys means the issuer cannot bind a ticket to a phone's key.
-var ErrDeviceKeys = errors.New("this centre cannot bind tickets to a phone's device key yet")
+// ErrDeviceKeys means an issuer cannot bind a ticket to a phone's key;
+// issuers that are not DeviceKeyBinders return it for a DeviceKey.
+var ErrDeviceKeys = errors.New("this issuer cannot bind tickets to a phone's device key")
 
 // CentreIssuer issues through an open *centre.Centre.
 type CentreIssuer struct {
@@ -68,19 +69,14 @@ func issued(t *centre.Ticket) IssuedTicket {
 	return it
 }
 
-// BindsDeviceKeys implements DeviceKeyBinder: not yet, see Issue.
-func (CentreIssuer) BindsDeviceKeys() bool { return false }
+// BindsDeviceKeys implements DeviceKeyBinder: the centre binds tickets to
+// the buyer's phone key (centre.IssueRequest.DeviceKey, ReissueWithDevice).
+func (CentreIssuer) BindsDeviceKeys() bool { return true }
 
 // Issue implements Issuer.
 func (ci CentreIssuer) Issue(_ context.Context, r IssueRequest) ([]IssuedTicket, error) {
-	// centre.IssueRequest has no field for a device key the phone made
-	// (its Rotating mode keeps the key itself, for demos): refuse rather
-	// than issue a ticket the buyer's phone cannot present.
-	if len(r.DeviceKey) > 0 {
-		return nil, ErrDeviceKeys
-	}
 	ts, err := ci.C.Issue(centre.IssueRequest{Event: r.Event, Count: r.Count, NotBefore: r.NotBefore,
-		NotAfter: r.NotAfter, Zone: r.Zone, Reentry: r.Reentry})
+		NotAfter: r.NotAfter, Zone: r.Zone, Reentry: r.Reentry, DeviceKey: r.DeviceKey})
 	if err != nil {
 		return nil, err
 	}
@@ -103,14 +99,16 @@ func (ci CentreIssuer) Revoke(_ context.Context, id, reason string) error {
 
 // Reissue implements Issuer.
 func (ci CentreIssuer) Reissue(_ context.Context, id string, deviceKey ed25519.PublicKey) (IssuedTicket, error) {
-	if len(deviceKey) > 0 {
-		return IssuedTicket{}, ErrDeviceKeys
-	}
 	tid, err := verify.ParseTicketID(id)
 	if err != nil {
 		return IssuedTicket{}, err
 	}
-	t, err := ci.C.Reissue(tid)
+	var t *centre.Ticket
+	if len(deviceKey) > 0 {
+		t, err = ci.C.ReissueWithDevice(tid, deviceKey)
+	} else {
+		t, err = ci.C.Reissue(tid)
+	}
 	if err != nil {
 		return IssuedTicket{}, err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/sales"
+	"github.com/gated-dev/gated/verify"
 	"github.com/gated-dev/gated/wxpay"
 	"github.com/gated-dev/gated/wxpay/wxpaytest"
 )
@@ -72,12 +73,75 @@ func TestRotatingNeedsDeviceKeys(t *testing.T) {
 	pay := wxpaytest.NewPayServer(t)
 	p, _ := wxpay.NewPay(context.Background(), pay.Config("https://x/n", ""))
 	lc, _ := wxpay.NewLoginClient(wxpay.LoginConfig{AppID: "wx1", Secret: "s"})
-	_, err = sales.NewServer(cfg, st, sales.CentreIssuer{C: c}, p, lc, nil)
+	// An issuer without the capability (countingIssuer hides it).
+	_, err = sales.NewServer(cfg, st, &countingIssuer{Issuer: sales.CentreIssuer{C: c}}, p, lc, nil)
 	if err == nil || !strings.Contains(err.Error(), "device key") {
 		t.Fatalf("a rotating event with an issuer that cannot bind device keys: %v", err)
 	}
-	if _, err := sales.NewServer(cfg, st, &keyIssuer{keys: map[string]ed25519.PublicKey{}}, p, lc, nil); err != nil {
-		t.Fatal(err)
+	for _, iss := range []sales.Issuer{&keyIssuer{keys: map[string]ed25519.PublicKey{}}, sales.CentreIssuer{C: c}} {
+		if _, err := sales.NewServer(cfg, st, iss, p, lc, nil); err != nil {
+			t.Fatalf("%T: %v", iss, err)
+		}
+	}
+}
+
+// TestRotatingCentreBindsDeviceKeys buys and transfers rotating tickets
+// through the real centre: each is bound to the phone's key, and the
+// phone's codes pass the gate's checks.
+func TestRotatingCentreBindsDeviceKeys(t *testing.T) {
+	h := newHarness(t, nil)
+	h.cfg.Events[0].Rotating = true
+	h.swapIssuer(sales.CentreIssuer{C: h.centre})
+	tok := h.signIn("o-alice")
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	req := gala
+	req.DeviceKey = base64.StdEncoding.EncodeToString(pub)
+	o := h.buy(tok, req)
+	if len(o.Tickets) != 2 {
+		t.Fatalf("order %+v", o)
+	}
+	phoneCode := func(id string, dev ed25519.PrivateKey) (*centre.Ticket, *verify.Token) {
+		t.Helper()
+		tid, err := verify.ParseTicketID(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, err := h.centre.Ticket(tid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, err := verify.RotatingCode(ct.Credential, dev, time.Now(), false)
+		if err != nil {
+			t.Fatalf("ticket %s: the phone cannot present it: %v", id, err)
+		}
+		tk, err := verify.Parse([]byte(code))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ed25519.Verify(ct.DeviceKey, verify.RotatingMessage(tk.Credential.Event, tk.Credential.Ticket, tk.Credential.Serial,
+			uint32(tk.CodeTime.Unix())), tk.DeviceSig) {
+			t.Fatalf("ticket %s: the phone's signature does not verify with the bound key", id)
+		}
+		return ct, tk
+	}
+	for _, tk := range o.Tickets {
+		if tk.Code != "" {
+			t.Fatalf("rotating ticket %s has a static code %q", tk.ID, tk.Code)
+		}
+		ct, _ := phoneCode(tk.ID, priv)
+		if !bytes.Equal(ct.DeviceKey, pub) || ct.Serial != 1 {
+			t.Fatalf("ticket %s: serial %d, device key %x, want the phone's", tk.ID, ct.Serial, ct.DeviceKey)
+		}
+	}
+	var offer sales.TransferOffer
+	h.mustDo("POST", "/api/v1/tickets/"+o.Tickets[0].ID+"/transfer", tok, nil, 201, &offer)
+	bob := h.signIn("o-bob")
+	pub2, priv2, _ := ed25519.GenerateKey(rand.Reader)
+	var got sales.TicketView
+	h.mustDo("POST", "/api/v1/transfers/"+offer.Code+"/accept", bob, sales.AcceptRequest{DeviceKey: base64.StdEncoding.EncodeToString(pub2)}, 200, &got)
+	ct, tk := phoneCode(got.ID, priv2)
+	if got.Serial != 2 || ct.Serial != 2 || tk.Credential.Serial != 2 || !bytes.Equal(ct.DeviceKey, pub2) {
+		t.Fatalf("transferred ticket %+v: centre serial %d, device key %x", got, ct.Serial, ct.DeviceKey)
 	}
 }
 

@@ -5,9 +5,11 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -123,4 +125,32 @@ func BenchmarkScanNoSyncParallel(b *testing.B) {
 			g.Decide(ctx, scanner.Scan{Data: code, Source: "bench", At: w.now})
 		}
 	})
+}
+
+// BenchmarkFsync is the disk's own floor for ScanDurable: one 4 KiB page
+// write plus fdatasync, with its latency percentiles, measured on the same
+// file system in the same run.
+func BenchmarkFsync(b *testing.B) {
+	f, err := os.Create(b.TempDir() + "/fsync")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	page := make([]byte, 4096)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		if _, err := f.WriteAt(page, int64(i%64)*4096); err != nil {
+			b.Fatal(err)
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }

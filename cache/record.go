@@ -22,7 +22,8 @@ type Entry struct {
 	Gate          string        `json:"gate"`
 	Event         string        `json:"event,omitempty"`
 	Scanner       string        `json:"scanner,omitempty"`
-	Verdict       string        `json:"verdict"` // "admit" or "deny"
+	Symbology     string        `json:"symbology,omitempty"` // AIM identifier the scanner reported, e.g. "]Q1"
+	Verdict       string        `json:"verdict"`             // "admit" or "deny"
 	Reason        verify.Reason `json:"reason"`
 	Detail        string        `json:"detail,omitempty"`
 	Ticket        string        `json:"ticket,omitempty"`
@@ -47,8 +48,10 @@ type Scan struct {
 	At      time.Time
 	Gate    string
 	Scanner string
-	Token   *verify.Token
-	Pre     verify.Result // a non-empty Reason is final
+	// Symbology is the AIM identifier the scanner reported, if any.
+	Symbology string
+	Token     *verify.Token
+	Pre       verify.Result // a non-empty Reason is final
 }
 
 type request struct {
@@ -129,7 +132,7 @@ func (s *Store) loop() {
 }
 
 func (s *Store) apply(tx *bolt.Tx, v *verify.Verifier, sc Scan) (Entry, error) {
-	e := Entry{At: sc.At, Gate: sc.Gate, Scanner: sc.Scanner, Event: v.Policy().Event}
+	e := Entry{At: sc.At, Gate: sc.Gate, Scanner: sc.Scanner, Symbology: sc.Symbology, Event: v.Policy().Event}
 	res := sc.Pre
 	var used *verify.Use
 	if t := sc.Token; t != nil {

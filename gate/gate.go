@@ -68,7 +68,7 @@ func (g *Gate) Decide(ctx context.Context, s scanner.Scan) cache.Entry {
 // signature checks of concurrent scanners run in parallel. A panic here
 // (a bug meeting hostile input) becomes a malformed DENY, never a crash.
 func (g *Gate) check(v *verify.Verifier, s scanner.Scan) (sc cache.Scan) {
-	sc = cache.Scan{At: s.At.UTC(), Gate: g.id, Scanner: s.Source}
+	sc = cache.Scan{At: s.At.UTC(), Gate: g.id, Scanner: s.Source, Symbology: s.Symbology}
 	defer func() {
 		if r := recover(); r != nil {
 			g.log.Error("scan check panicked", "panic", r, "scanner", s.Source, "scan", fmt.Sprintf("%q", s.Data))

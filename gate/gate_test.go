@@ -63,3 +63,33 @@ func TestRunSharesDecisionsAcrossScanners(t *testing.T) {
 		}
 	}
 }
+
+type fixedSource []scanner.Scan
+
+func (f fixedSource) Name() string { return "fixed" }
+func (f fixedSource) Run(ctx context.Context, out chan<- scanner.Scan) error {
+	for _, s := range f {
+		out <- s
+	}
+	return nil
+}
+
+// The AIM identifier a scanner reported is kept in the journal.
+func TestSymbologyJournalled(t *testing.T) {
+	w, bundle := newBenchWorld(t, 1)
+	s, err := cache.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Provision(bundle); err != nil {
+		t.Fatal(err)
+	}
+	g := New("g1", s, verify.NewVerifier(verify.Policy{Event: "expo"}, w.trust), nil)
+	g.Run(context.Background(), []scanner.Source{fixedSource{{Data: w.codes[0], Symbology: "]Q1", Source: "fixed", At: w.now}}})
+	var got []cache.Entry
+	s.Journal(0, func(e cache.Entry) error { got = append(got, e); return nil })
+	if len(got) != 1 || got[0].Symbology != "]Q1" || got[0].Verdict != cache.Admit {
+		t.Fatalf("journal %+v", got)
+	}
+}

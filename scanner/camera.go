@@ -95,7 +95,7 @@ func newCameraFromURI(kind, uri, where string, q url.Values, env Env) (Source, e
 		c.name = "camera:" + where
 		c.open = func(context.Context) (frames, error) { return openV4L2(where) }
 	}
-	c.log = env.Log.With("component", "scanner", "scanner", c.name)
+	c.log = env.Log.With("scanner", c.name)
 	return c, nil
 }
 

@@ -120,7 +120,7 @@ func newHIDFromQuery(where string, md *Model, q url.Values, env Env) (*HID, erro
 	name := fmt.Sprintf("hid:%s:%s", id.VID, id.PID)
 	h := &HID{name: name, vid: uint16(id.VID), pid: uint16(id.PID), iface: iface, mode: mode, model: md,
 		layout: layout, bus: bus, now: env.Now, backoff: env.Backoff.withDefaults(),
-		log: env.Log.With("component", "scanner", "scanner", name, "model", md.Name, "mode", mode)}
+		log: env.Log.With("scanner", name, "model", md.Name, "mode", mode)}
 	return h, nil
 }
 

@@ -100,7 +100,7 @@ func NewSerial(path string, md *Model, env Env) *Serial {
 	if md.Serial.StopBits == 2 {
 		s.mode.StopBits = serial.TwoStopBits
 	}
-	s.log = s.log.With("component", "scanner", "scanner", s.name, "model", md.Name)
+	s.log = s.log.With("scanner", s.name, "model", md.Name)
 	return s
 }
 

@@ -1,0 +1,428 @@
+// Package pgstore keeps the centre's books of gate entries in PostgreSQL,
+// so several gatesync instances can share ingest: it implements
+// centre.IngestStore with the same exactly-once contract as the bbolt
+// store in central.db.
+//
+// Concurrency: a batch is stored in one READ COMMITTED transaction that
+// locks its gate stream's row (batches of one gate instance are stored
+// one after the other, whichever gatesync got them), reads what is
+// already there, then locks the entry counter row for the short write
+// phase: record numbers are handed out and committed in the same order,
+// so a reader paging by N never skips a record committed later. Unique
+// constraints on (gate, instance, seq) and on the entry id back the
+// checks up; a duplicate id that slips through (another stream racing
+// with the same id) is skipped by ON CONFLICT DO NOTHING.
+//
+// The schema is created and migrated by Open, under an advisory lock, so
+// instances may start together. Tables live in the connection's
+// search_path (add search_path=SCHEMA to the URL to keep them apart).
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/verify"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Options tune the store; the zero value is the default.
+type Options struct {
+	// Timeout bounds each operation, retries included (default 30s).
+	Timeout time.Duration
+	// MaxConns caps the connection pool (default: pgxpool's, 4 or the
+	// number of CPUs).
+	MaxConns int32
+}
+
+// Store is a centre.IngestStore in PostgreSQL. It is safe for concurrent
+// use, by goroutines and by other processes on the same database.
+type Store struct {
+	pool *pgxpool.Pool
+	o    Options
+}
+
+var _ centre.IngestStore = (*Store)(nil)
+
+// Open connects to the database at url (postgres://...), creates or
+// migrates the schema and returns the store.
+func Open(ctx context.Context, url string, o Options) (*Store, error) {
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("postgres URL: %w", err)
+	}
+	if o.MaxConns > 0 {
+		cfg.MaxConns = o.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	s := &Store{pool: pool, o: o}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// migrations are applied in order; version i+1 is migrations[i]. Never
+// edit one that has shipped: add another.
+var migrations = []string{`
+CREATE TABLE ingest_counters (name text PRIMARY KEY, value bigint NOT NULL);
+INSERT INTO ingest_counters VALUES ('entries', 0);
+CREATE TABLE streams (
+	gate text NOT NULL, instance text NOT NULL, stored_to bigint NOT NULL DEFAULT 0,
+	PRIMARY KEY (gate, instance));
+CREATE TABLE entries (
+	n bigint PRIMARY KEY,
+	venue text NOT NULL, gate text NOT NULL, instance text NOT NULL, seq bigint NOT NULL,
+	id text NOT NULL UNIQUE,
+	received_at timestamptz NOT NULL, clock_offset_ms bigint NOT NULL,
+	entry json NOT NULL,
+	UNIQUE (gate, instance, seq));
+CREATE TABLE uses (ticket bytea PRIMARY KEY, first json NOT NULL);
+CREATE TABLE conflicts (n bigserial PRIMARY KEY, doc json NOT NULL);
+CREATE TABLE gates (venue text NOT NULL, gate text NOT NULL, state json NOT NULL, PRIMARY KEY (venue, gate));
+`}
+
+// migrateLock is the advisory lock key of migrations ("gatesync" in ASCII).
+const migrateLock = 0x6761746573796e63
+
+func (s *Store) migrate(ctx context.Context) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrateLock)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS gatesync_schema (
+			version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return err
+		}
+		var have int
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM gatesync_schema`).Scan(&have); err != nil {
+			return err
+		}
+		if have > len(migrations) {
+			return fmt.Errorf("the database has schema version %d; this gatesync knows up to %d: upgrade gatesync", have, len(migrations))
+		}
+		for v := have + 1; v <= len(migrations); v++ {
+			if _, err := tx.Exec(ctx, migrations[v-1]); err != nil {
+				return fmt.Errorf("version %d: %w", v, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO gatesync_schema (version) VALUES ($1)`, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("postgres schema: %w", err)
+	}
+	return nil
+}
+
+// inTx runs fn in a transaction, again when PostgreSQL reports a
+// serialization failure or deadlock.
+func (s *Store) inTx(fn func(ctx context.Context, tx pgx.Tx) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.Timeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
+		var pe *pgconn.PgError
+		if attempt < 5 && errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01") {
+			continue
+		}
+		return err
+	}
+}
+
+// Ingest implements centre.IngestStore.
+func (s *Store) Ingest(in centre.IngestBatch) (*centre.IngestResult, error) {
+	var res *centre.IngestResult
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		res, err = ingest(ctx, tx, in)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres ingest: %w", err)
+	}
+	return res, nil
+}
+
+func ingest(ctx context.Context, tx pgx.Tx, in centre.IngestBatch) (*centre.IngestResult, error) {
+	b := in.Batch
+	res := &centre.IngestResult{}
+	if _, err := tx.Exec(ctx, `INSERT INTO streams (gate, instance) VALUES ($1, $2) ON CONFLICT DO NOTHING`, b.Gate, b.Instance); err != nil {
+		return nil, err
+	}
+	var stored int64
+	if err := tx.QueryRow(ctx, `SELECT stored_to FROM streams WHERE gate = $1 AND instance = $2 FOR UPDATE`, b.Gate, b.Instance).Scan(&stored); err != nil {
+		return nil, err
+	}
+	storedTo := uint64(stored)
+	var seqs []int64
+	var ids []string
+	for _, e := range b.Parsed {
+		if e.Seq > storedTo {
+			seqs = append(seqs, int64(e.Seq))
+			ids = append(ids, e.ID)
+		}
+	}
+	have := map[string]bool{} // seqs as "s:N" and ids as "i:ID" already in the books
+	if len(seqs) > 0 {
+		rows, _ := tx.Query(ctx, `SELECT 's:' || seq FROM entries WHERE gate = $1 AND instance = $2 AND seq = ANY($3)
+			UNION ALL SELECT 'i:' || id FROM entries WHERE id = ANY($4)`, b.Gate, b.Instance, seqs, ids)
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			have[k] = true
+		}
+	}
+	var cand []int // indexes into b.Parsed of entries to store
+	for i, e := range b.Parsed {
+		if e.Seq <= storedTo || have[fmt.Sprint("s:", e.Seq)] || have["i:"+e.ID] {
+			res.Duplicate++
+			continue
+		}
+		cand = append(cand, i)
+	}
+	if len(cand) > 0 {
+		if err := storeNew(ctx, tx, in, cand, res); err != nil {
+			return nil, err
+		}
+	}
+	rows, _ := tx.Query(ctx, `SELECT seq FROM entries WHERE gate = $1 AND instance = $2 AND seq > $3 ORDER BY seq`,
+		b.Gate, b.Instance, int64(storedTo))
+	above, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range above {
+		if uint64(s) != storedTo+1 {
+			break
+		}
+		storedTo++
+	}
+	res.StoredTo = storedTo
+	if _, err := tx.Exec(ctx, `UPDATE streams SET stored_to = $3 WHERE gate = $1 AND instance = $2`, b.Gate, b.Instance, int64(storedTo)); err != nil {
+		return nil, err
+	}
+	if err := updateGate(ctx, tx, in.Venue, b.Gate, func(g *centre.GateState) { centre.IngestedGate(g, in, res) }); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// storeNew stores the candidate entries, their uses and conflicts, holding
+// the entry counter's row lock until commit.
+func storeNew(ctx context.Context, tx pgx.Tx, in centre.IngestBatch, cand []int, res *centre.IngestResult) error {
+	b := in.Batch
+	var base int64
+	if err := tx.QueryRow(ctx, `SELECT value FROM ingest_counters WHERE name = 'entries' FOR UPDATE`).Scan(&base); err != nil {
+		return err
+	}
+	seqs, ids, docs := make([]int64, len(cand)), make([]string, len(cand)), make([]string, len(cand))
+	for j, i := range cand {
+		seqs[j], ids[j], docs[j] = int64(b.Parsed[i].Seq), b.Parsed[i].ID, string(b.Entries[i])
+	}
+	rows, _ := tx.Query(ctx, `INSERT INTO entries (n, venue, gate, instance, seq, id, received_at, clock_offset_ms, entry)
+		SELECT $1 + o, $2, $3, $4, s, i, $5, $6, e::json FROM unnest($7::bigint[], $8::text[], $9::text[]) WITH ORDINALITY AS x(s, i, e, o)
+		ON CONFLICT DO NOTHING RETURNING seq`,
+		base, in.Venue, b.Gate, b.Instance, in.At, b.ClockOffsetMs, seqs, ids, docs)
+	inserted, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE ingest_counters SET value = $1 WHERE name = 'entries'`, base+int64(len(cand))); err != nil {
+		return err
+	}
+	isNew := map[uint64]bool{}
+	for _, s := range inserted {
+		isNew[uint64(s)] = true
+	}
+	res.New = len(inserted)
+	res.Duplicate += len(cand) - len(inserted) // an id another stream stored meanwhile
+	var tickets [][]byte
+	for _, i := range cand {
+		if e := b.Parsed[i]; isNew[e.Seq] && e.Verdict == cache.Admit {
+			tid, _ := verify.ParseTicketID(e.Ticket) // ParseBatch checked it
+			tickets = append(tickets, tid[:])
+		}
+	}
+	if len(tickets) == 0 {
+		return nil
+	}
+	uses := map[verify.TicketID]centre.Admission{}
+	rows, _ = tx.Query(ctx, `SELECT ticket, first::text FROM uses WHERE ticket = ANY($1)`, tickets)
+	var tk []byte
+	var first string
+	if _, err := pgx.ForEachRow(rows, []any{&tk, &first}, func() error {
+		var a centre.Admission
+		if err := json.Unmarshal([]byte(first), &a); err != nil {
+			return fmt.Errorf("use record of %x: %w", tk, err)
+		}
+		uses[verify.TicketID(tk)] = a
+		return nil
+	}); err != nil {
+		return err
+	}
+	var newTickets [][]byte
+	var newUses []string
+	for _, i := range cand {
+		e := b.Parsed[i]
+		if !isNew[e.Seq] || e.Verdict != cache.Admit {
+			continue
+		}
+		tid, _ := verify.ParseTicketID(e.Ticket)
+		adm := centre.Admission{Venue: in.Venue, Gate: b.Gate, EntryID: e.ID, At: e.At}
+		if prev, ok := uses[tid]; ok {
+			cf, ok := centre.ConflictOf(in, e, tid, prev, adm)
+			if !ok {
+				continue
+			}
+			doc, _ := json.Marshal(cf)
+			var n int64
+			if err := tx.QueryRow(ctx, `INSERT INTO conflicts (doc) VALUES ($1::text::json) RETURNING n`, string(doc)).Scan(&n); err != nil {
+				return err
+			}
+			cf.N = uint64(n)
+			res.Conflicts = append(res.Conflicts, cf)
+			continue
+		}
+		uses[tid] = adm
+		doc, _ := json.Marshal(adm)
+		newTickets, newUses = append(newTickets, tid[:]), append(newUses, string(doc))
+		res.Admitted = append(res.Admitted, adm)
+		res.Tickets = append(res.Tickets, tid)
+		res.Seqs = append(res.Seqs, e.Seq)
+	}
+	if len(newTickets) > 0 {
+		if _, err := tx.Exec(ctx, `INSERT INTO uses (ticket, first) SELECT t, f::json FROM unnest($1::bytea[], $2::text[]) AS x(t, f)`,
+			newTickets, newUses); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Entries implements centre.IngestStore.
+func (s *Store) Entries(since uint64, limit int) ([]centre.Record, error) {
+	var out []centre.Record
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		out = nil
+		rows, _ := tx.Query(ctx, `SELECT n, venue, gate, id, received_at, clock_offset_ms, entry::text FROM entries
+			WHERE n > $1 ORDER BY n LIMIT $2`, int64(since), limit)
+		var r centre.Record
+		var n int64
+		var entry string
+		_, err := pgx.ForEachRow(rows, []any{&n, &r.Venue, &r.Gate, &r.ID, &r.ReceivedAt, &r.ClockOffsetMs, &entry}, func() error {
+			r.N, r.Entry, r.ReceivedAt = uint64(n), json.RawMessage(entry), r.ReceivedAt.UTC()
+			out = append(out, r)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres entries: %w", err)
+	}
+	return out, nil
+}
+
+// Conflicts implements centre.IngestStore.
+func (s *Store) Conflicts() ([]centre.Conflict, error) {
+	out := []centre.Conflict{}
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		out = out[:0]
+		rows, _ := tx.Query(ctx, `SELECT n, doc::text FROM conflicts ORDER BY n`)
+		var n int64
+		var doc string
+		_, err := pgx.ForEachRow(rows, []any{&n, &doc}, func() error {
+			var cf centre.Conflict
+			if err := json.Unmarshal([]byte(doc), &cf); err != nil {
+				return err
+			}
+			cf.N = uint64(n)
+			out = append(out, cf)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres conflicts: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateGate implements centre.IngestStore.
+func (s *Store) UpdateGate(venue, gate string, fn func(*centre.GateState)) error {
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error { return updateGate(ctx, tx, venue, gate, fn) })
+	if err != nil {
+		return fmt.Errorf("postgres gate state: %w", err)
+	}
+	return nil
+}
+
+func updateGate(ctx context.Context, tx pgx.Tx, venue, gate string, fn func(*centre.GateState)) error {
+	g := centre.GateState{Venue: venue, Gate: gate}
+	zero, _ := json.Marshal(g)
+	if _, err := tx.Exec(ctx, `INSERT INTO gates (venue, gate, state) VALUES ($1, $2, $3::text::json) ON CONFLICT DO NOTHING`,
+		venue, gate, string(zero)); err != nil {
+		return err
+	}
+	var doc string
+	if err := tx.QueryRow(ctx, `SELECT state::text FROM gates WHERE venue = $1 AND gate = $2 FOR UPDATE`, venue, gate).Scan(&doc); err != nil {
+		return err
+	}
+	if err := json.Unmarshal([]byte(doc), &g); err != nil {
+		return fmt.Errorf("state of gate %s/%s: %w", venue, gate, err)
+	}
+	fn(&g)
+	v, err := json.Marshal(g)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `UPDATE gates SET state = $3::text::json WHERE venue = $1 AND gate = $2`, venue, gate, string(v))
+	return err
+}
+
+// Gates implements centre.IngestStore.
+func (s *Store) Gates() ([]centre.GateState, error) {
+	out := []centre.GateState{}
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		out = out[:0]
+		rows, _ := tx.Query(ctx, `SELECT state::text FROM gates ORDER BY venue, gate`)
+		var doc string
+		_, err := pgx.ForEachRow(rows, []any{&doc}, func() error {
+			var g centre.GateState
+			if err := json.Unmarshal([]byte(doc), &g); err != nil {
+				return err
+			}
+			out = append(out, g)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres gates: %w", err)
+	}
+	return out, nil
+}

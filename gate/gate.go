@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gated-dev/gated/cache"
 	"github.com/gated-dev/gated/scanner"
@@ -33,6 +34,12 @@ type Gate struct {
 	verifier atomic.Pointer[verify.Verifier]
 	signals  []Signaller
 	log      *slog.Logger
+	// floor is the latest decision time this process has used (Unix ns).
+	// A wall clock stepped backwards while running (a bad NTP answer, an
+	// operator's typo) must not make expired tickets valid again, so
+	// decisions never go back in time within a run.
+	floor    atomic.Int64
+	lastWarn atomic.Int64
 }
 
 // New returns a gate with id deciding against store with v.
@@ -68,7 +75,7 @@ func (g *Gate) Decide(ctx context.Context, s scanner.Scan) cache.Entry {
 // signature checks of concurrent scanners run in parallel. A panic here
 // (a bug meeting hostile input) becomes a malformed DENY, never a crash.
 func (g *Gate) check(v *verify.Verifier, s scanner.Scan) (sc cache.Scan) {
-	sc = cache.Scan{At: s.At.UTC(), Gate: g.id, Scanner: s.Source, Symbology: s.Symbology}
+	sc = cache.Scan{At: g.notBefore(s.At).UTC(), Gate: g.id, Scanner: s.Source, Symbology: s.Symbology}
 	defer func() {
 		if r := recover(); r != nil {
 			g.log.Error("scan check panicked", "panic", r, "scanner", s.Source, "scan", fmt.Sprintf("%q", s.Data))
@@ -132,4 +139,27 @@ func (g *Gate) Run(ctx context.Context, sources []scanner.Source) {
 		}()
 	}
 	wg.Wait()
+}
+
+// notBefore returns t, or the latest decision time already used if the
+// clock went backwards, warning at most once a minute.
+func (g *Gate) notBefore(t time.Time) time.Time {
+	n := t.UnixNano()
+	for {
+		f := g.floor.Load()
+		if n <= f {
+			if f-n > int64(time.Second) {
+				if w := g.lastWarn.Load(); n-w > int64(time.Minute) || w > n {
+					if g.lastWarn.CompareAndSwap(w, n) {
+						g.log.Warn("gate clock went backwards; deciding with the latest time already used; check NTP",
+							"clock", t.UTC().Format(time.RFC3339), "using", time.Unix(0, f).UTC().Format(time.RFC3339))
+					}
+				}
+			}
+			return time.Unix(0, f)
+		}
+		if g.floor.CompareAndSwap(f, n) {
+			return t
+		}
+	}
 }

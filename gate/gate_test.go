@@ -93,3 +93,26 @@ func TestSymbologyJournalled(t *testing.T) {
 		t.Fatalf("journal %+v", got)
 	}
 }
+
+// A clock stepped backwards while running does not revive an expired
+// ticket: decisions keep the latest time already used.
+func TestClockSteppedBack(t *testing.T) {
+	w, bundle := newBenchWorld(t, 2)
+	s, err := cache.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Provision(bundle); err != nil {
+		t.Fatal(err)
+	}
+	g := New("g1", s, verify.NewVerifier(verify.Policy{Event: "expo"}, w.trust), nil)
+	late := w.now.Add(25 * time.Hour) // the bench tickets expire after 24 h
+	if e := g.Decide(context.Background(), scanner.Scan{Data: w.codes[0], At: late}); e.Reason != verify.ReasonExpired {
+		t.Fatalf("after expiry: %s", e.Reason)
+	}
+	e := g.Decide(context.Background(), scanner.Scan{Data: w.codes[1], At: w.now})
+	if e.Reason != verify.ReasonExpired || !e.At.Equal(late) {
+		t.Fatalf("clock stepped back a day: %s at %v", e.Reason, e.At)
+	}
+}

@@ -33,6 +33,14 @@ type ServerOptions struct {
 	// CatchupEvery bounds how often a gate whose heartbeat shows an old
 	// whitelist gets a catch-up unasked (default 30s).
 	CatchupEvery time.Duration
+	// ShareGroup, when set, subscribes to gate entries through the MQTT
+	// shared subscription $share/GROUP/..., so the broker hands each batch
+	// to one instance of the group: several gatesync sharing one
+	// IngestStore (docs/scaleout.md).
+	ShareGroup string
+	// IngestOnly serves gate entries only: no status, hello, catch-ups or
+	// delta publishing, which need the primary's centre directory.
+	IngestOnly bool
 }
 
 // Server is gatesync's sync side: it ingests gate entries, acks them,
@@ -88,9 +96,14 @@ func (s *Server) Kick() {
 func (s *Server) Run(ctx context.Context) error {
 	s.c.OnChange(s.Kick)
 	defer s.c.OnChange(func() {})
-	err := s.bus.Subscribe([]string{
-		wire.Prefix + "+/+/" + wire.KindEntries, wire.Prefix + "+/+/" + wire.KindStatus, wire.Prefix + "+/+/" + wire.KindHello,
-	}, func(topic string, payload []byte) {
+	filters := []string{wire.Prefix + "+/+/" + wire.KindEntries}
+	if s.o.ShareGroup != "" {
+		filters[0] = "$share/" + s.o.ShareGroup + "/" + filters[0]
+	}
+	if !s.o.IngestOnly {
+		filters = append(filters, wire.Prefix+"+/+/"+wire.KindStatus, wire.Prefix+"+/+/"+wire.KindHello)
+	}
+	err := s.bus.Subscribe(filters, func(topic string, payload []byte) {
 		select {
 		case s.inbox <- message{topic, payload}:
 		case <-ctx.Done():
@@ -100,9 +113,10 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); s.publisher(ctx) }()
-	go func() { defer wg.Done(); s.catchups(ctx) }()
+	if !s.o.IngestOnly {
+		wg.Go(func() { s.publisher(ctx) })
+		wg.Go(func() { s.catchups(ctx) })
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/pgstore"
 	"github.com/gated-dev/gated/internal/cli"
 	"github.com/gated-dev/gated/sales"
 	"github.com/gated-dev/gated/sdnotify"
@@ -39,7 +40,17 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 	key := fs.String("tls-key", "", "key of --tls-cert")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	salesConfig := fs.String("sales-config", "", "sell tickets to the WeChat mini program: a sales configuration file (JSON, see docs/sales.md)")
+	store := fs.String("store", "", "books of entries, gates and conflicts: bbolt (in DIR/central.db) or a postgres://USER@HOST/DB URL (default: GATESYNC_STORE, else bbolt; see docs/scaleout.md)")
+	clientID := fs.String("client-id", "gatesync", "external broker: MQTT client id (its session keeps messages while gatesync is down); unique per instance")
+	share := fs.String("share-group", "", "external broker: take gate entries through the shared subscription $share/GROUP/..., so several instances on one --store postgres split them")
+	ingestOnly := fs.Bool("ingest-only", false, "serve gate entries only (a second instance beside the primary; needs --share-group); the API refuses issue and revoke")
 	if err := parse(fs, dir, args); err != nil {
+		return err
+	}
+	if *store == "" {
+		*store = os.Getenv("GATESYNC_STORE")
+	}
+	if err := checkScaleOut(*store, *broker, *clientID, *share, *ingestOnly, *salesConfig); err != nil {
 		return err
 	}
 	if *pass == "" {
@@ -57,6 +68,15 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if isPostgres(*store) {
+		pg, err := pgstore.Open(ctx, *store, pgstore.Options{})
+		if err != nil {
+			return fmt.Errorf("--store: %w", err)
+		}
+		defer pg.Close()
+		c.SetIngestStore(pg)
+		log.Info("books of entries in PostgreSQL", "share_group", *share, "ingest_only", *ingestOnly)
+	}
 
 	var bus centre.Bus
 	if *broker == "embedded" {
@@ -84,18 +104,21 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 				return err
 			}
 		}
-		x := centre.DialExternal(centre.ExternalOptions{URL: *broker, Username: *user, Password: *pass, TLS: tc,
+		x := centre.DialExternal(centre.ExternalOptions{URL: *broker, ClientID: *clientID, Username: *user, Password: *pass, TLS: tc,
 			Logger: log.With("component", "mqtt")})
 		defer x.Close()
 		bus = x
 		log.Info("using external broker", "broker", *broker)
 	}
-	srv := centre.NewServer(c, bus, centre.ServerOptions{Logger: log.With("component", "sync")})
+	srv := centre.NewServer(c, bus, centre.ServerOptions{Logger: log.With("component", "sync"), ShareGroup: *share, IngestOnly: *ingestOnly})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("HTTP API: %w", err)
 	}
 	var handler http.Handler = centre.NewAPI(c, token, log.With("component", "api"))
+	if *ingestOnly {
+		handler = readOnlyAPI(handler)
+	}
 	if *salesConfig != "" {
 		fc, err := sales.LoadFileConfig(*salesConfig)
 		if err != nil {

@@ -196,6 +196,12 @@ type ExternalOptions struct {
 	Username, Password string
 	TLS                *tls.Config
 	Logger             *slog.Logger
+	// CleanSession drops the broker session with the connection. Instances
+	// sharing ingest set it: a broker keeps handing a persistent session
+	// its share of the entries while the instance is down (mosquitto does),
+	// where a clean one leaves them to the live instances, and gates send
+	// again what was in flight.
+	CleanSession bool
 }
 
 // External is a Bus on an external broker (mosquitto, EMQX, ...).
@@ -219,7 +225,7 @@ func DialExternal(o ExternalOptions) *External {
 	}
 	e := &External{log: o.Logger}
 	co := paho.NewClientOptions().AddBroker(o.URL).SetClientID(o.ClientID).
-		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
+		SetCleanSession(o.CleanSession).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).SetMaxReconnectInterval(5 * time.Second).
 		SetKeepAlive(15 * time.Second).SetWriteTimeout(10 * time.Second).SetOrderMatters(true).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {

@@ -104,7 +104,7 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 				return err
 			}
 		}
-		x := centre.DialExternal(centre.ExternalOptions{URL: *broker, ClientID: *clientID, Username: *user, Password: *pass, TLS: tc,
+		x := centre.DialExternal(centre.ExternalOptions{URL: *broker, ClientID: *clientID, CleanSession: *share != "", Username: *user, Password: *pass, TLS: tc,
 			Logger: log.With("component", "mqtt")})
 		defer x.Close()
 		bus = x

@@ -59,6 +59,9 @@ type Deployment struct {
 	bin, dir  string
 	dirs      []string // centre directory of each instance
 	pass      map[string]string
+
+	mu   sync.Mutex
+	conn *pgx.Conn // Query's
 }
 
 // Build builds gated and gatesync into a temporary directory and returns it.
@@ -228,19 +231,42 @@ func (d *Deployment) StartGates() {
 	}
 }
 
+// GatesConnected waits until every gate has logged its connection to the
+// broker.
+func (d *Deployment) GatesConnected(timeout time.Duration) {
+	d.t.Helper()
+	d.waitFor(timeout, "every gate connected", func() bool {
+		for _, g := range d.Gates {
+			if !strings.Contains(g.Stderr(), "connected to broker") {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // Total is how many entries the gates hold between them.
 func (d *Deployment) Total() int { return d.o.Gates * d.o.Backlog }
 
 // Query runs sql on the deployment's database and scans its one row.
 func (d *Deployment) Query(sql string, dest ...any) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, d.PG.DSN)
-	if err != nil {
-		return err
+	if d.conn == nil {
+		conn, err := pgx.Connect(ctx, d.PG.DSN)
+		if err != nil {
+			return err
+		}
+		d.conn = conn
+		d.t.Cleanup(func() { conn.Close(context.Background()) })
 	}
-	defer conn.Close(ctx)
-	return conn.QueryRow(ctx, sql).Scan(dest...)
+	err := d.conn.QueryRow(ctx, sql).Scan(dest...)
+	if err != nil && d.conn.IsClosed() {
+		d.conn = nil
+	}
+	return err
 }
 
 // Stored is how many entries the books hold (-1 when the query fails).

@@ -21,9 +21,11 @@ import (
 
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/centre/pgstore"
+	"github.com/gated-dev/gated/dashboard"
 	"github.com/gated-dev/gated/internal/cli"
 	"github.com/gated-dev/gated/sales"
 	"github.com/gated-dev/gated/sdnotify"
+	"github.com/gated-dev/gated/ticketpage"
 	"github.com/gated-dev/gated/verify"
 )
 
@@ -138,6 +140,24 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 		go ss.Run(ctx)
 		log.Info("sales enabled", "config", *salesConfig, "events", len(fc.Events))
 	}
+	// The ticket holder's page (not on ingest-only instances: binding a
+	// phone re-issues) and the ops dashboard share the listener.
+	web := http.NewServeMux()
+	web.Handle("/", handler)
+	if !*ingestOnly {
+		tp, err := ticketpage.New(c, ticketpage.Options{Dir: *dir, Token: token, Logger: log.With("component", "ticketpage")})
+		if err != nil {
+			return err
+		}
+		tp.Register(web)
+	}
+	dash, err := dashboard.New(c, dashboard.Options{Token: token, Logger: log.With("component", "dashboard")})
+	if err != nil {
+		return err
+	}
+	dash.Register(web)
+	go dash.Run(ctx)
+	handler = web
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,6 +81,7 @@ func Start(t testing.TB, o *Options) *Browser {
 		"--hide-scrollbars", "--force-device-scale-factor=1",
 		"--user-data-dir="+opt.Profile, fmt.Sprintf("--window-size=%d,%d", opt.Width, opt.Height),
 		"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its own group, so close can end its helpers
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +124,11 @@ func Start(t testing.TB, o *Options) *Browser {
 	if _, err := b.call("Page.enable", nil); err != nil {
 		t.Fatal(err)
 	}
+	// Headless windows have a minimum width; the viewport is set exactly.
+	if _, err := b.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": opt.Width, "height": opt.Height,
+		"deviceScaleFactor": 1, "mobile": opt.Width < 800}); err != nil {
+		t.Fatal(err)
+	}
 	return b
 }
 
@@ -161,6 +168,13 @@ func (b *Browser) close() {
 		case <-time.After(10 * time.Second):
 			b.cmd.Process.Kill()
 			<-done
+		}
+		// Its helper processes may outlive it for a moment, still writing
+		// into the profile: end the rest of its process group and wait.
+		pgid := b.cmd.Process.Pid
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		for i := 0; i < 250 && groupAlive(pgid); i++ {
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 }
@@ -305,4 +319,22 @@ func (b *Browser) Screenshot() image.Image {
 		b.t.Fatal(err)
 	}
 	return img
+}
+
+// groupAlive reports whether a process of group pgid is still running
+// (zombies, which nobody may reap in a container, do not count).
+func groupAlive(pgid int) bool {
+	ds, _ := os.ReadDir("/proc")
+	for _, d := range ds {
+		b, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
 }

@@ -48,7 +48,12 @@
 
   async function register() {
     status.textContent = "Binding the ticket to this phone…";
-    const kp = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+    let kp;
+    try {
+      kp = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+    } catch (e) {
+      throw new Error(`this browser cannot make the ticket's Ed25519 key (${e.name}): open the link in a current browser (Chrome 137+, Firefox 129+, Safari 17+)`);
+    }
     const pub = new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey));
     const res = await fetch(`/t/${id}/device?k=${encodeURIComponent(access)}`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ public_key: b64(pub) }),

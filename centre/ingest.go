@@ -123,7 +123,28 @@ func (c *Centre) reentryTickets(b *wire.ParsedBatch) (map[verify.TicketID]bool, 
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	if rb, ok := c.books().(ReentryBook); ok {
+		// An instance beside the primary may not know the ticket.
+		var ask []verify.TicketID
+		for _, e := range b.Parsed {
+			if tid, err := verify.ParseTicketID(e.Ticket); err == nil && e.Verdict == cache.Admit && !out[tid] {
+				ask = append(ask, tid)
+			}
+		}
+		if len(ask) > 0 {
+			shared, err := rb.Reentry(ask)
+			if err != nil {
+				return nil, err
+			}
+			for id, ok := range shared {
+				out[id] = out[id] || ok
+			}
+		}
+	}
+	return out, nil
 }
 
 // Entries returns up to limit records with N above since.

@@ -114,6 +114,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	if !s.o.IngestOnly {
+		if n, err := s.c.ShareReentry(); err != nil {
+			s.log.Error("share re-entry tickets with the other instances", "err", err)
+		} else if n > 0 {
+			s.log.Info("re-entry tickets shared with the other instances", "tickets", n)
+		}
 		wg.Go(func() { s.publisher(ctx) })
 		wg.Go(func() { s.catchups(ctx) })
 	}
@@ -286,6 +291,11 @@ func (s *Server) publishDeltas() {
 		msg, err := s.sign(wire.TypeDelta, d)
 		if err != nil {
 			s.log.Error("sign delta", "err", err)
+			return
+		}
+		if err := s.c.ShareReentryDelta(d); err != nil {
+			s.log.Error("share re-entry tickets: the delta waits", "version", d.Version, "err", err)
+			s.SetPublished(to)
 			return
 		}
 		for _, v := range venues {

@@ -49,7 +49,10 @@ type Store struct {
 	o    Options
 }
 
-var _ centre.IngestStore = (*Store)(nil)
+var (
+	_ centre.IngestStore = (*Store)(nil)
+	_ centre.ReentryBook = (*Store)(nil)
+)
 
 // Open connects to the database at url (postgres://...), creates or
 // migrates the schema and returns the store.
@@ -100,6 +103,8 @@ CREATE TABLE entries (
 CREATE TABLE uses (ticket bytea PRIMARY KEY, first json NOT NULL);
 CREATE TABLE conflicts (n bigserial PRIMARY KEY, doc json NOT NULL);
 CREATE TABLE gates (venue text NOT NULL, gate text NOT NULL, state json NOT NULL, PRIMARY KEY (venue, gate));
+`, `
+CREATE TABLE reentry_tickets (ticket bytea PRIMARY KEY);
 `}
 
 // migrateLock is the advisory lock key of migrations ("gatesync" in ASCII).
@@ -425,4 +430,44 @@ func (s *Store) Gates() ([]centre.GateState, error) {
 		return nil, fmt.Errorf("postgres gates: %w", err)
 	}
 	return out, nil
+}
+
+// NoteReentry implements centre.ReentryBook.
+func (s *Store) NoteReentry(ids []verify.TicketID) error {
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO reentry_tickets (ticket) SELECT unnest($1::bytea[]) ON CONFLICT DO NOTHING`, ticketBytes(ids))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres re-entry tickets: %w", err)
+	}
+	return nil
+}
+
+// Reentry implements centre.ReentryBook.
+func (s *Store) Reentry(ids []verify.TicketID) (map[verify.TicketID]bool, error) {
+	out := map[verify.TicketID]bool{}
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `SELECT ticket FROM reentry_tickets WHERE ticket = ANY($1)`, ticketBytes(ids))
+		var tk []byte
+		_, err := pgx.ForEachRow(rows, []any{&tk}, func() error {
+			if len(tk) == len(verify.TicketID{}) {
+				out[verify.TicketID(tk)] = true
+			}
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres re-entry tickets: %w", err)
+	}
+	return out, nil
+}
+
+func ticketBytes(ids []verify.TicketID) [][]byte {
+	out := make([][]byte, len(ids))
+	for i := range ids {
+		out[i] = ids[i][:]
+	}
+	return out
 }

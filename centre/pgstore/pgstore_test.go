@@ -11,6 +11,8 @@ import (
 	"github.com/gated-dev/gated/centre/ingesttest"
 	"github.com/gated-dev/gated/centre/pgstore"
 	"github.com/gated-dev/gated/centre/pgstore/pgtest"
+	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/verify"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -74,8 +76,8 @@ func TestMigrateTwice(t *testing.T) {
 	defer conn.Close(context.Background())
 	var n int
 	conn.QueryRow(context.Background(), "SELECT count(*) FROM gatesync_schema").Scan(&n)
-	if n != 1 {
-		t.Errorf("%d schema versions recorded; want 1", n)
+	if n != 2 {
+		t.Errorf("%d schema versions recorded; want 2", n)
 	}
 	// A database from a newer gatesync is refused with a clear error.
 	conn.Exec(context.Background(), "INSERT INTO gatesync_schema (version) VALUES (99)")
@@ -90,5 +92,62 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if _, err := pgstore.Open(context.Background(), "mysql://x", pgstore.Options{}); err == nil {
 		t.Error("bad URL: opened")
+	}
+}
+
+// TestReentryShared: an instance whose central.db holds no tickets (the
+// second instance, with only the root key) decides re-entry conflicts as
+// the primary does, from the re-entry tickets the primary shares.
+func TestReentryShared(t *testing.T) {
+	cl := pgtest.Start(t, pgtest.Options{})
+	url := newDatabase(t, cl, "r")
+	open := func() *centre.Centre {
+		dir := t.TempDir()
+		if err := centre.Init(dir, nil); err != nil {
+			t.Fatal(err)
+		}
+		c, err := centre.Open(dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := pgstore.Open(context.Background(), url, pgstore.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetIngestStore(s)
+		t.Cleanup(func() { c.Close(); s.Close() })
+		return c
+	}
+	primary, second := open(), open()
+	issue := func() verify.TicketID {
+		ts, err := primary.Issue(centre.IssueRequest{Event: "E", Count: 1, Reentry: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ts[0].ID
+	}
+	atStart := issue()
+	if n, err := primary.ShareReentry(); err != nil || n != 1 {
+		t.Fatalf("share on start: %d, %v", n, err)
+	}
+	byDelta := issue()
+	if err := primary.Deltas(0, "", func(d *wire.Delta) error { return primary.ShareReentryDelta(d) }); err != nil {
+		t.Fatal(err)
+	}
+	unshared := issue()
+	for i, tc := range []struct {
+		tk        verify.TicketID
+		conflicts int
+	}{{atStart, 0}, {byDelta, 0}, {unshared, 1}} {
+		for g, gate := range []string{"g1", "g2"} {
+			b := ingesttest.Batch(t, gate, "i"+gate, tc.tk, "admit", "ok", uint64(i+1))
+			res, err := second.Ingest("v", b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := tc.conflicts * g; len(res.Conflicts) != want {
+				t.Errorf("ticket %d at %s: %d conflicts; want %d", i, gate, len(res.Conflicts), want)
+			}
+		}
 	}
 }

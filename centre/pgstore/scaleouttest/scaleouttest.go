@@ -103,14 +103,14 @@ func New(t TB, bin string, o Options) *Deployment {
 	d.run("gatesync", "export", "--dir", primary, "--event", "E", "--out", bundle)
 	d.dirs = []string{primary}
 	// A second instance's directory: the root key (acks and live messages
-	// are signed with it) and a copy of central.db, made while no gatesync
-	// has it open.
+	// are signed with it) and the API token; its central.db starts empty
+	// (re-entry tickets come from the primary through PostgreSQL).
 	for i := 1; i < o.Instances; i++ {
 		cp := filepath.Join(d.dir, fmt.Sprintf("centre-%d", i))
 		if err := os.MkdirAll(cp, 0o700); err != nil {
 			t.Fatalf("%v", err)
 		}
-		for _, f := range []string{"root.key", "root.pub", "central.db", "api.token"} {
+		for _, f := range []string{"root.key", "root.pub", "api.token"} {
 			b, err := os.ReadFile(filepath.Join(primary, f))
 			if err != nil {
 				t.Fatalf("copy centre directory: %v", err)

@@ -34,7 +34,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gated-dev/gated/centre"
@@ -66,6 +68,12 @@ type Options struct {
 	Token string
 	// Logger gets bindings and refusals (default: discard).
 	Logger *slog.Logger
+	// BindEvery is how often one ticket may be bound to a phone (default
+	// 30s). Each binding raises the serial, which stops at 65535, and
+	// sends a delta to every gate: a leaked link must not be able to spin it.
+	BindEvery time.Duration
+	// Now is the clock of BindEvery (default time.Now).
+	Now func() time.Time
 }
 
 // Handler serves the ticket page. Register its routes on a mux.
@@ -75,6 +83,11 @@ type Handler struct {
 	token string
 	log   *slog.Logger
 	page  *template.Template
+	every time.Duration
+	now   func() time.Time
+
+	mu    sync.Mutex
+	bound map[verify.TicketID]time.Time // last binding of each ticket, within every
 }
 
 // New returns the ticket page of t.
@@ -99,7 +112,14 @@ func New(t Tickets, o Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{t: t, key: o.Key, token: o.Token, log: o.Logger, page: page}, nil
+	if o.BindEvery <= 0 {
+		o.BindEvery = 30 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Handler{t: t, key: o.Key, token: o.Token, log: o.Logger, page: page, every: o.BindEvery, now: o.Now,
+		bound: map[verify.TicketID]time.Time{}}, nil
 }
 
 // LoadKey reads dir's link key, creating a random one (0600) if missing.
@@ -283,6 +303,11 @@ func (h *Handler) bindDevice(w http.ResponseWriter, r *http.Request, t *centre.T
 		h.fail(w, r, http.StatusBadRequest, "public_key: want a 32-byte Ed25519 public key in base64")
 		return
 	}
+	if wait := h.claim(t.ID); wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds()+1)))
+		h.fail(w, r, http.StatusTooManyRequests, fmt.Sprintf("this ticket was bound to a phone moments ago; try again in %d s", int(wait.Seconds()+1)))
+		return
+	}
 	nt, err := h.t.ReissueWithDevice(t.ID, key)
 	if err != nil {
 		h.log.Error("bind ticket to device", "ticket", t.ID, "err", err)
@@ -291,6 +316,26 @@ func (h *Handler) bindDevice(w http.ResponseWriter, r *http.Request, t *centre.T
 	}
 	h.log.Info("ticket bound to a phone", "ticket", t.ID, "serial", nt.Serial, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusOK, DeviceResponse{Ticket: nt.ID.String(), Serial: nt.Serial, Credential: base64.StdEncoding.EncodeToString(nt.Credential)})
+}
+
+// claim records a binding of id now, or returns how long until one is
+// allowed.
+func (h *Handler) claim(id verify.TicketID) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.now()
+	if last, ok := h.bound[id]; ok && now.Sub(last) < h.every {
+		return h.every - now.Sub(last)
+	}
+	if len(h.bound) > 4096 {
+		for k, at := range h.bound {
+			if now.Sub(at) >= h.every {
+				delete(h.bound, k)
+			}
+		}
+	}
+	h.bound[id] = now
+	return 0
 }
 
 // LinkResponse is the body of GET /api/v1/tickets/{id}/link.

@@ -29,6 +29,9 @@ type site struct {
 	tok string
 }
 
+// bindEvery is the tests' BindEvery: short, so a page may bind again.
+var bindEvery = 50 * time.Millisecond
+
 func newSite(t *testing.T) *site {
 	t.Helper()
 	dir := t.TempDir()
@@ -40,7 +43,7 @@ func newSite(t *testing.T) *site {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	h, err := New(c, Options{Dir: dir, Token: "secret-token"})
+	h, err := New(c, Options{Dir: dir, Token: "secret-token", BindEvery: bindEvery})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +153,27 @@ func TestAccessAndErrors(t *testing.T) {
 	// Nothing was re-issued by the refused requests.
 	if tk, _ := s.c.Ticket(rot.ID); tk.Serial != 1 {
 		t.Fatalf("refused binds changed the ticket: serial %d", tk.Serial)
+	}
+	// One binding per ticket per BindEvery (default 30 s).
+	bind := `{"public_key":"` + key + `"}`
+	path := "/t/" + rot.ID.String() + "/device?k=" + s.h.Access(rot.ID)
+	slow, err := New(s.c, Options{Dir: s.dir, Token: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	slow.Register(mux)
+	slowSrv := httptest.NewServer(mux)
+	defer slowSrv.Close()
+	s2 := &site{srv: slowSrv}
+	if code, body := s2.do(t, "POST", path, "application/json", bind); code != 200 || !strings.Contains(body, `"serial":2`) {
+		t.Fatalf("first binding: %d %s", code, body)
+	}
+	if code, body := s2.do(t, "POST", path, "application/json", bind); code != 429 || !strings.Contains(body, "try again in 30 s") {
+		t.Fatalf("second binding at once: %d %s", code, body)
+	}
+	if tk, _ := s.c.Ticket(rot.ID); tk.Serial != 2 {
+		t.Fatalf("serial %d after one binding and one refusal", tk.Serial)
 	}
 }
 

@@ -1,8 +1,9 @@
 // Command ingest measures how many gate entries a second gatesync ingests
 // into PostgreSQL with one `gatesync serve` instance and with several
-// sharing the entries through $share subscriptions on one mosquitto.
+// sharing the entries through $share subscriptions on one mosquitto, and,
+// as a baseline, one instance on the embedded bbolt store.
 //
-//	go run ./bench/ingest [-gates 8] [-backlog 10000] [-instances 1,2] [-runs 3]
+//	go run ./bench/ingest [-gates 8] [-backlog 10000] [-instances 1,2] [-runs 3] [-bbolt=false]
 //
 // Each run starts a fresh deployment (centre/pgstore/scaleouttest): a
 // throwaway PostgreSQL with fsync on, mosquitto with passwords and the
@@ -52,6 +53,7 @@ func main() {
 	backlog := flag.Int("backlog", 10_000, "entries in each gate's outbox")
 	instances := flag.String("instances", "1,2", "instance counts to measure, comma-separated")
 	runs := flag.Int("runs", 3, "runs of each instance count (the median is reported)")
+	baseline := flag.Bool("bbolt", true, "measure one instance on the embedded bbolt store (central.db) first, as a baseline")
 	flag.Parse()
 	var counts []int
 	for _, f := range strings.Split(*instances, ",") {
@@ -72,30 +74,45 @@ func main() {
 	total := *gates * *backlog
 	fmt.Printf("%d gates x %d entries = %d entries; PostgreSQL with fsync on; mosquitto; batches of up to 500, 4 in flight a gate\n",
 		*gates, *backlog, total)
-	medians := map[int]float64{}
+	type setup struct {
+		name      string
+		instances int
+		bbolt     bool
+	}
+	var setups []setup
+	if *baseline {
+		setups = append(setups, setup{"1 instance, bbolt (central.db)", 1, true})
+	}
 	for _, n := range counts {
+		setups = append(setups, setup{fmt.Sprintf("%d instance(s), PostgreSQL", n), n, false})
+	}
+	medians := make([]float64, len(setups))
+	for i, s := range setups {
 		var rates []float64
 		for r := range *runs {
 			t := &tb{dir: dir}
-			d := scaleouttest.New(t, bin, scaleouttest.Options{Gates: *gates, Backlog: *backlog, Instances: n, Durable: true})
+			d := scaleouttest.New(t, bin, scaleouttest.Options{Gates: *gates, Backlog: *backlog, Instances: s.instances,
+				Durable: true, Bbolt: s.bbolt})
 			d.StartInstances()
 			d.StartGates()
 			d.GatesConnected(30 * time.Second)
 			took := d.WaitStored(total, 5*time.Minute)
-			var dup int
-			if err := d.Query(`SELECT count(*) - count(DISTINCT id) FROM entries`, &dup); err != nil || dup != 0 {
-				log.Fatalf("books: %d duplicates (%v)", dup, err)
+			if !s.bbolt {
+				var dup int
+				if err := d.Query(`SELECT count(*) - count(DISTINCT id) FROM entries`, &dup); err != nil || dup != 0 {
+					log.Fatalf("books: %d duplicates (%v)", dup, err)
+				}
 			}
 			rate := float64(total) / took.Seconds()
 			rates = append(rates, rate)
-			fmt.Printf("  %d instance(s), run %d: %s, %.0f entries/s\n", n, r+1, took.Round(time.Millisecond), rate)
+			fmt.Printf("  %s, run %d: %s, %.0f entries/s\n", s.name, r+1, took.Round(time.Millisecond), rate)
 			t.done()
 		}
 		sort.Float64s(rates)
-		medians[n] = rates[len(rates)/2]
+		medians[i] = rates[len(rates)/2]
 	}
-	for _, n := range counts {
-		fmt.Printf("%d instance(s): median %.0f entries/s (%.2fx the first count)\n", n, medians[n], medians[n]/medians[counts[0]])
+	for i, s := range setups {
+		fmt.Printf("%-32s median %6.0f entries/s\n", s.name+":", medians[i])
 	}
 	bt.done()
 }

@@ -8,6 +8,7 @@ package scaleouttest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -44,6 +45,9 @@ type Options struct {
 	Instances int // gatesync serve instances; the first is the primary
 	// Durable runs PostgreSQL with fsync on (benchmarks).
 	Durable bool
+	// Bbolt keeps the books in the primary's central.db instead, as one
+	// instance does without --store: the baseline. Instances must be 1.
+	Bbolt bool
 	// LogLevel of the gatesync instances (default info).
 	LogLevel string
 }
@@ -87,6 +91,9 @@ func New(t TB, bin string, o Options) *Deployment {
 	t.Helper()
 	if o.LogLevel == "" {
 		o.LogLevel = "info"
+	}
+	if o.Bbolt && o.Instances != 1 {
+		t.Fatalf("scaleouttest: the bbolt store serves one instance")
 	}
 	d := &Deployment{o: o, t: t, bin: bin, dir: t.TempDir(), pass: map[string]string{"gatesync": "centre-secret"}}
 	for i := 1; i <= o.Gates; i++ {
@@ -194,10 +201,12 @@ func (d *Deployment) StartInstances() {
 func (d *Deployment) StartInstance(i int) *Proc {
 	d.t.Helper()
 	port := mqtttest.FreePort(d.t)
-	args := []string{"serve", "--dir", d.dirs[i], "--store", d.PG.DSN, "--broker", d.Broker.URL,
+	args := []string{"serve", "--dir", d.dirs[i], "--broker", d.Broker.URL,
 		"--broker-username", "gatesync", "--broker-password", d.pass["gatesync"],
-		"--client-id", fmt.Sprintf("gatesync-%d", i), "--share-group", ShareGroup,
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", d.o.LogLevel}
+	if !d.o.Bbolt {
+		args = append(args, "--store", d.PG.DSN, "--client-id", fmt.Sprintf("gatesync-%d", i), "--share-group", ShareGroup)
+	}
 	if i > 0 {
 		args = append(args, "--ingest-only")
 	}
@@ -271,9 +280,42 @@ func (d *Deployment) Query(sql string, dest ...any) error {
 
 // Stored is how many entries the books hold (-1 when the query fails).
 func (d *Deployment) Stored() int {
+	if d.o.Bbolt {
+		return d.storedAPI()
+	}
 	var n int
 	if err := d.Query("SELECT count(*) FROM entries", &n); err != nil {
 		return -1
+	}
+	return n
+}
+
+// storedAPI sums the primary's gate states: the books in central.db can
+// only be read through it while it runs.
+func (d *Deployment) storedAPI() int {
+	if len(d.Instances) == 0 {
+		return -1
+	}
+	tok, err := os.ReadFile(filepath.Join(d.dirs[0], "api.token"))
+	if err != nil {
+		return -1
+	}
+	req, _ := http.NewRequest(http.MethodGet, d.Instances[0].API+"/api/v1/gates", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer r.Body.Close()
+	var gs []struct {
+		Entries int `json:"entries"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&gs); err != nil {
+		return -1
+	}
+	n := 0
+	for _, g := range gs {
+		n += g.Entries
 	}
 	return n
 }

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"html/template"
 	"image/png"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -296,6 +297,10 @@ func (h *Handler) bindDevice(w http.ResponseWriter, r *http.Request, t *centre.T
 			return
 		}
 		h.fail(w, r, http.StatusBadRequest, "request body: "+err.Error())
+		return
+	}
+	if _, err := d.Token(); err != io.EOF {
+		h.fail(w, r, http.StatusBadRequest, "request body: one JSON object, nothing after it")
 		return
 	}
 	key, err := base64.StdEncoding.DecodeString(req.PublicKey)

@@ -126,6 +126,7 @@ func TestAccessAndErrors(t *testing.T) {
 		{"bind as a form", "POST", "/t/" + rot.ID.String() + "/device?k=" + s.h.Access(rot.ID), "application/x-www-form-urlencoded", "public_key=x", nil, 415, "JSON"},
 		{"bind a short key", "POST", "/t/" + rot.ID.String() + "/device?k=" + s.h.Access(rot.ID), "application/json", `{"public_key":"AAAA"}`, nil, 400, "32-byte"},
 		{"bind with an unknown field", "POST", "/t/" + rot.ID.String() + "/device?k=" + s.h.Access(rot.ID), "application/json", `{"key":"AAAA"}`, nil, 400, "unknown field"},
+		{"bind with trailing data", "POST", "/t/" + rot.ID.String() + "/device?k=" + s.h.Access(rot.ID), "application/json", `{"public_key":"` + key + `"} {}`, nil, 400, "nothing after it"},
 		{"bind a huge body", "POST", "/t/" + rot.ID.String() + "/device?k=" + s.h.Access(rot.ID), "application/json", `{"public_key":"` + strings.Repeat("A", 5000) + `"}`, nil, 413, "4096"},
 	}
 	for _, c := range cases {

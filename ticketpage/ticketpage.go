@@ -170,14 +170,24 @@ func (h *Handler) Path(id verify.TicketID) string { return "/t/" + id.String() +
 //	GET  /t/{id}/qr.png?k=K          a static ticket's QR code
 //	POST /t/{id}/device?k=K          {"public_key": base64} binds a rotating ticket to the phone
 //	GET  /t-assets/...               scripts and style
+//	GET  /t/sw.js                    the service worker that keeps pages for offline use
 //	GET  /api/v1/tickets/{id}/link   (bearer token) the page's link
 func (h *Handler) Register(mux *http.ServeMux) {
 	sub, _ := fs.Sub(assets, "assets")
 	mux.Handle("GET /t-assets/", http.StripPrefix("/t-assets/", http.FileServerFS(sub)))
+	mux.HandleFunc("GET /t/sw.js", serveWorker)
 	mux.HandleFunc("GET /t/{id}", h.ticket(h.servePage))
 	mux.HandleFunc("GET /t/{id}/qr.png", h.ticket(h.serveQR))
 	mux.HandleFunc("POST /t/{id}/device", h.ticket(h.bindDevice))
 	mux.HandleFunc("GET /api/v1/tickets/{id}/link", h.link)
+}
+
+// serveWorker serves sw.js from /t/, so its scope covers the pages.
+func serveWorker(w http.ResponseWriter, _ *http.Request) {
+	b, _ := assets.ReadFile("assets/sw.js")
+	w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Write(b)
 }
 
 // ticket checks the link and loads the ticket for fn.

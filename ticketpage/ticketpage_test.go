@@ -194,6 +194,14 @@ func TestStaticPageInBrowser(t *testing.T) {
 	if _, r := s.gateCheck(t, got, time.Now()); r != verify.ReasonOK {
 		t.Fatalf("gate says %s", r)
 	}
+	// Without the centre the page and its code open from the phone's cache.
+	b.WaitFor(`document.body.dataset.offline`, 10*time.Second)
+	s.srv.Close()
+	b.Navigate(s.srv.URL + s.h.Path(tk.ID))
+	b.WaitFor(`document.getElementById("qr").complete && document.getElementById("qr").naturalWidth > 0`, 10*time.Second)
+	if again, err := qr.NewReader(nil).Decode(b.Screenshot()); err != nil || again != tk.Code() {
+		t.Fatalf("page opened offline shows %q, %v", again, err)
+	}
 }
 
 // TestRotatingPageInBrowser: the page makes a key in the browser, the
@@ -248,7 +256,14 @@ func TestRotatingPageInBrowser(t *testing.T) {
 	if _, r := s.gateCheck(t, firstCode, first.CodeTime.Add(31*time.Second)); r != verify.ReasonStaleCode {
 		t.Fatalf("a code 31 s old: %s, want stale_code", r)
 	}
-	// The centre goes away; the page signs a new code by itself.
+	// The centre goes away; the page signs a new code by itself, and
+	// opens again from the phone's cache.
+	b.WaitFor(`document.body.dataset.offline`, 10*time.Second)
+	var offline string
+	b.Eval(`document.body.dataset.offline`, &offline)
+	if offline != "ready" {
+		t.Fatalf("offline cache: %s", offline)
+	}
 	addr := s.srv.Listener.Addr().String()
 	s.srv.Close()
 	time.Sleep(1100 * time.Millisecond)
@@ -257,6 +272,13 @@ func TestRotatingPageInBrowser(t *testing.T) {
 	_, second := scan()
 	if !second.CodeTime.After(first.CodeTime) {
 		t.Fatalf("offline refresh: code time %s, first %s", second.CodeTime, first.CodeTime)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	b.Navigate(s.srv.URL + s.h.Path(tk.ID))
+	b.WaitFor(`document.getElementById("ticket").dataset.ready || document.getElementById("ticket").dataset.error`, 15*time.Second)
+	_, third := scan()
+	if !third.CodeTime.After(second.CodeTime) {
+		t.Fatalf("page opened offline: code time %s, before %s", third.CodeTime, second.CodeTime)
 	}
 	// A new browser on the same profile keeps the key: no new binding.
 	// (IndexedDB belongs to the origin: the centre comes back on its port.)

@@ -3,8 +3,9 @@
 // a minute per gate; conflicts and alerts. The page at /dashboard/ updates
 // itself from server-sent events (/dashboard/events) without reloading.
 //
-// One poller (Run) reads the centre's books every Options.Every, only
-// the entries new since its last look, and pushes a new state to every
+// One poller (Run) reads the centre's books every Options.Every while a
+// page is open (every 5 s otherwise), only the entries new since its last
+// look, and pushes a new state to every
 // open page when something changed (and at least every 5 s). Access needs
 // the API token: as a bearer header, or once as /dashboard/?token=T, which
 // sets a session cookie that opens the dashboard only (not the API) and
@@ -178,9 +179,15 @@ func (d *Dashboard) Run(ctx context.Context) {
 	defer close(d.done)
 	t := time.NewTicker(d.o.Every)
 	defer t.Stop()
+	var last time.Time
 	for {
-		if err := d.refresh(); err != nil {
-			d.log.Warn("read the books", "err", err)
+		// Nobody watching: look every 5 s, so the poller keeps up without
+		// loading the store; a page that connects gets the next tick's look.
+		if d.watched() || time.Since(last) >= idleEvery {
+			if err := d.refresh(); err != nil {
+				d.log.Warn("read the books", "err", err)
+			}
+			last = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -190,7 +197,16 @@ func (d *Dashboard) Run(ctx context.Context) {
 	}
 }
 
-const page = 5000
+const (
+	page      = 5000            // entries a read
+	idleEvery = 5 * time.Second // how often the books are read with no page open
+)
+
+func (d *Dashboard) watched() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.subs) > 0
+}
 
 func (d *Dashboard) refresh() error {
 	for {
@@ -253,15 +269,15 @@ func (d *Dashboard) note(r centre.Record) {
 	if last := d.last[key]; last == nil || !e.At.Before(last.At) {
 		d.last[key] = &Decision{Verdict: e.Verdict, Reason: e.Reason, Ticket: e.Ticket, At: e.At}
 	}
-	min := e.At.Unix() / 60
-	if min < d.o.Now().Unix()/60-int64(d.o.Minutes) {
+	minute := e.At.Unix() / 60
+	if minute <= d.o.Now().Unix()/60-int64(d.o.Minutes) {
 		d.add(d.totals[key], e.Verdict)
 		return
 	}
-	c := d.minutes[key][min]
+	c := d.minutes[key][minute]
 	if c == nil {
 		c = &count{}
-		d.minutes[key][min] = c
+		d.minutes[key][minute] = c
 	}
 	d.add(c, e.Verdict)
 	d.add(d.totals[key], e.Verdict)

@@ -28,6 +28,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("RenamedGate", func(t *testing.T) { testRenamedGate(t, open(t, 1)[0]) })
 	t.Run("Records", func(t *testing.T) { testRecords(t, open(t, 1)[0]) })
 	t.Run("GateState", func(t *testing.T) { testGateState(t, open(t, 1)[0]) })
+	t.Run("GapFilledLate", func(t *testing.T) { testGapFilledLate(t, open(t, 1)[0]) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open(t, 4)) })
 }
 
@@ -323,5 +324,24 @@ func testConcurrent(t *testing.T, hs []centre.IngestStore) {
 		if g.Gate[0] == 'g' && (g.Entries != batches*per || g.StoredTo != batches*per) {
 			t.Errorf("gate %s: entries %d stored_to %d; want %d", g.Gate, g.Entries, g.StoredTo, batches*per)
 		}
+	}
+}
+
+// testGapFilledLate: entry 1 arrives after 2..2501; stored-to then jumps
+// over all of them at once.
+func testGapFilledLate(t *testing.T, s centre.IngestStore) {
+	for first := uint64(2); first <= 2501; first += 500 {
+		var seqs []uint64
+		for q := first; q < first+500; q++ {
+			seqs = append(seqs, q)
+		}
+		res, err := s.Ingest(in(Batch(t, "g1", "i1", ticket(0), "deny", "revoked", seqs...)))
+		if err != nil || res.StoredTo != 0 || res.New != 500 {
+			t.Fatalf("batch from %d: %+v, %v; want 500 new, stored to 0", first, res, err)
+		}
+	}
+	res, err := s.Ingest(in(Batch(t, "g1", "i1", ticket(0), "deny", "revoked", 1)))
+	if err != nil || res.StoredTo != 2501 {
+		t.Fatalf("gap filled: %+v, %v; want stored to 2501", res, err)
 	}
 }

@@ -103,7 +103,15 @@
     }
     await show(rec);
     setInterval(() => show(rec).catch(fail), REFRESH_MS);
-    document.addEventListener("visibilitychange", () => { if (!document.hidden) show(rec).catch(fail); });
+    // Keep the screen on while the code is shown; the lock ends when the
+    // page is hidden, so take it again on return. Browsers without it: fine.
+    const awake = () => navigator.wakeLock?.request("screen").catch(() => {});
+    awake();
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden) return;
+      show(rec).catch(fail);
+      awake();
+    });
     el.dataset.ready = "1";
   }
 

@@ -192,8 +192,13 @@ func ingest(ctx context.Context, tx pgx.Tx, in centre.IngestBatch) (*centre.Inge
 	}
 	have := map[string]bool{} // seqs as "s:N" and ids as "i:ID" already in the books
 	if len(seqs) > 0 {
-		rows, _ := tx.Query(ctx, `SELECT 's:' || seq FROM entries WHERE gate = $1 AND instance = $2 AND seq = ANY($3)
-			UNION ALL SELECT 'i:' || id FROM entries WHERE id = ANY($4)`, b.Gate, b.Instance, seqs, ids)
+		// One index probe an entry (OFFSET 0 keeps the planner from turning
+		// the probes into a scan, which it does while the table has no
+		// statistics yet, and then every batch reads the whole stream).
+		rows, _ := tx.Query(ctx, `SELECT 's:' || e.seq FROM unnest($3::bigint[]) AS q(seq),
+				LATERAL (SELECT seq FROM entries WHERE gate = $1 AND instance = $2 AND seq = q.seq OFFSET 0) e
+			UNION ALL SELECT 'i:' || e.id FROM unnest($4::text[]) AS q(id),
+				LATERAL (SELECT id FROM entries WHERE id = q.id OFFSET 0) e`, b.Gate, b.Instance, seqs, ids)
 		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			return nil, err
@@ -286,7 +291,8 @@ func storeNew(ctx context.Context, tx pgx.Tx, in centre.IngestBatch, cand []int,
 		return nil
 	}
 	uses := map[verify.TicketID]centre.Admission{}
-	rows, _ = tx.Query(ctx, `SELECT ticket, first::text FROM uses WHERE ticket = ANY($1)`, tickets)
+	rows, _ = tx.Query(ctx, `SELECT u.ticket, u.first::text FROM unnest($1::bytea[]) AS q(t),
+		LATERAL (SELECT ticket, first FROM uses WHERE ticket = q.t OFFSET 0) u`, tickets)
 	var tk []byte
 	var first string
 	if _, err := pgx.ForEachRow(rows, []any{&tk, &first}, func() error {
@@ -457,7 +463,8 @@ func (s *Store) NoteReentry(ids []verify.TicketID) error {
 func (s *Store) Reentry(ids []verify.TicketID) (map[verify.TicketID]bool, error) {
 	out := map[verify.TicketID]bool{}
 	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `SELECT ticket FROM reentry_tickets WHERE ticket = ANY($1)`, ticketBytes(ids))
+		rows, _ := tx.Query(ctx, `SELECT r.ticket FROM unnest($1::bytea[]) AS q(t),
+			LATERAL (SELECT ticket FROM reentry_tickets WHERE ticket = q.t OFFSET 0) r`, ticketBytes(ids))
 		var tk []byte
 		_, err := pgx.ForEachRow(rows, []any{&tk}, func() error {
 			if len(tk) == len(verify.TicketID{}) {

@@ -277,7 +277,9 @@ func (e *External) Subscribe(filters []string, fn func(string, []byte)) error {
 	e.filters = append(e.filters, filters...)
 	e.fn = fn
 	e.mu.Unlock()
-	if e.client.IsConnected() {
+	// IsConnected is also true while paho is still retrying the first
+	// connect; then the OnConnect handler subscribes.
+	if e.client.IsConnectionOpen() {
 		e.subscribe(e.client)
 	}
 	return nil

@@ -67,6 +67,7 @@ type Ticket struct {
 	NotAfter   time.Time         `json:"not_after,omitzero"`
 	Zone       string            `json:"zone,omitempty"`
 	DeviceKey  ed25519.PublicKey `json:"device_key,omitempty"`
+	Holder     string            `json:"holder,omitempty"` // masked real name and id, shown to gate staff
 	IssuedAt   time.Time         `json:"issued_at"`
 	Credential []byte            `json:"credential"`
 }
@@ -290,12 +291,23 @@ type IssueRequest struct {
 	// DeviceKey binds every ticket to this phone key instead (the phone
 	// made it and keeps the private half); it excludes Rotating.
 	DeviceKey ed25519.PublicKey
+	// Holders, when set, are the masked holders (e.g. "张*三 ****1234"),
+	// one per ticket; gates show them to staff for an identity check.
+	Holders []string
 }
 
 // Issue signs and registers tickets.
 func (c *Centre) Issue(r IssueRequest) ([]Ticket, error) {
 	if r.Event == "" {
 		return nil, errors.New("no event: pass --event EVENT")
+	}
+	if len(r.Holders) > 0 && len(r.Holders) != r.Count {
+		return nil, fmt.Errorf("%d holders for %d tickets: give one per ticket or none", len(r.Holders), r.Count)
+	}
+	for _, h := range r.Holders {
+		if len(h) > MaxHolderLen {
+			return nil, fmt.Errorf("holder %q: at most %d bytes", h, MaxHolderLen)
+		}
 	}
 	if r.Count < 1 || r.Count > 1_000_000 {
 		return nil, fmt.Errorf("count %d: issue between 1 and 1000000 tickets at a time", r.Count)
@@ -320,6 +332,9 @@ func (c *Centre) Issue(r IssueRequest) ([]Ticket, error) {
 		tag := verify.TagOf(r.Event)
 		for i := 0; i < r.Count; i++ {
 			t := Ticket{Event: r.Event, Serial: 1, KeyID: kid, NotBefore: r.NotBefore.UTC(), NotAfter: r.NotAfter.UTC(), Zone: r.Zone, IssuedAt: c.now().UTC()}
+			if len(r.Holders) > 0 {
+				t.Holder = r.Holders[i]
+			}
 			rand.Read(t.ID[:])
 			if r.Reentry {
 				t.Flags |= verify.FlagReentry
@@ -501,8 +516,7 @@ func (c *Centre) Export(event string) ([]byte, error) {
 				return nil
 			}
 			inEvent[t.ID] = true
-			b.Tickets = append(b.Tickets, verify.TicketEntry{ID: t.ID, Serial: t.Serial, Flags: t.Flags,
-				NotBefore: t.NotBefore, NotAfter: t.NotAfter, Zone: t.Zone, DeviceKey: t.DeviceKey})
+			b.Tickets = append(b.Tickets, entryOf(&t))
 			return nil
 		})
 		if err != nil {

@@ -50,7 +50,7 @@ func logDelta(tx *bolt.Tx, version uint64, d *wire.Delta) error {
 
 func entryOf(t *Ticket) verify.TicketEntry {
 	return verify.TicketEntry{ID: t.ID, Serial: t.Serial, Flags: t.Flags, NotBefore: t.NotBefore,
-		NotAfter: t.NotAfter, Zone: t.Zone, DeviceKey: t.DeviceKey}
+		NotAfter: t.NotAfter, Zone: t.Zone, DeviceKey: t.DeviceKey, Holder: t.Holder}
 }
 
 // OnChange sets a function called after every committed change that

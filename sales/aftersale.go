@@ -435,6 +435,13 @@ func (s *Server) finishTransfer(ctx context.Context, id string) (TicketView, err
 	if err != nil {
 		return s.ticketView(t), fmt.Errorf("reissue %s: %w", id, err)
 	}
+	if hs, ok := s.iss.(HolderSetter); ok && t.Pending.RealName {
+		// Before the hand-over is recorded: a failure here is retried by
+		// reconciliation like a failed re-issue.
+		if err := hs.SetHolder(ctx, id, s.gateHolder(t.Pending.Holder, ticketBind(id))); err != nil {
+			return s.ticketView(t), fmt.Errorf("set holder of %s: %w", id, err)
+		}
+	}
 	var view TicketView
 	err = s.st.db.Update(func(tx *bolt.Tx) error {
 		cur, err := getTicket(tx, id)

@@ -124,6 +124,9 @@ func TestTransfer(t *testing.T) {
 	if old.Holder == nil || old.Holder.Name != "张*三" || old.Holder.ID != "****002X" {
 		t.Fatalf("holder %+v", old.Holder)
 	}
+	if g := h.gateHolder("live", old.ID); g != "张*三 ****002X" {
+		t.Fatalf("gate shows holder %q", g)
+	}
 	var offer sales.TransferOffer
 	h.mustDo("POST", "/api/v1/tickets/"+old.ID+"/transfer", alice, nil, 201, &offer)
 	h.refused(h.do("POST", "/api/v1/transfers/"+offer.Code+"/accept", alice, sales.AcceptRequest{Holder: &realname.Holder{Name: "李四", ID: idB}}), 409, "own_ticket")
@@ -138,6 +141,9 @@ func TestTransfer(t *testing.T) {
 	}
 	if len(h.tickets(alice)) != 0 || len(h.tickets(bob)) != 1 {
 		t.Fatal("the ticket did not change hands")
+	}
+	if g := h.gateHolder("live", old.ID); g != "李* ****0011" {
+		t.Fatalf("after the transfer the gate shows holder %q", g)
 	}
 	// The gate refuses the old code and admits the new one.
 	if r := h.gateDecision("live", old.Code); r != verify.ReasonSuperseded {

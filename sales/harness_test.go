@@ -73,6 +73,14 @@ func (c *countingIssuer) Reissue(ctx context.Context, id string, dev ed25519.Pub
 	return it, err
 }
 
+// SetHolder passes through to the centre when it can set holders.
+func (c *countingIssuer) SetHolder(ctx context.Context, id, holder string) error {
+	if hs, ok := c.Issuer.(sales.HolderSetter); ok {
+		return hs.SetHolder(ctx, id, holder)
+	}
+	return nil
+}
+
 func (c *countingIssuer) Revoke(ctx context.Context, id, reason string) error {
 	c.revokes.Add(1)
 	if c.fail.Load() {
@@ -351,6 +359,25 @@ func (h *harness) gateDecision(event, code string) verify.Reason {
 		return r.Reason
 	}
 	return v.Decide(tok, f).Reason
+}
+
+// gateHolder is the masked holder a gate's staff would see for a ticket.
+func (h *harness) gateHolder(event, id string) string {
+	h.t.Helper()
+	data, err := h.centre.Export(event)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b, _, _, err := verify.OpenBundle(data, h.centre.RootPublic())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, e := range b.Tickets {
+		if e.ID.String() == id {
+			return e.Holder
+		}
+	}
+	return ""
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -33,6 +33,15 @@ type IssueRequest struct {
 	Reentry   bool
 	// DeviceKey is the buyer's phone key for rotating tickets.
 	DeviceKey ed25519.PublicKey
+	// Holders are the masked real-name holders ("张*三 ****1234"), one per
+	// ticket, for real-name events; gates show them to staff.
+	Holders []string
+}
+
+// HolderSetter is an optional capability of an Issuer: it can change the
+// masked holder gates show for a ticket, after a transfer.
+type HolderSetter interface {
+	SetHolder(ctx context.Context, id, holder string) error
 }
 
 // IssuedTicket is what the buyer's phone needs of a ticket.
@@ -76,7 +85,7 @@ func (CentreIssuer) BindsDeviceKeys() bool { return true }
 // Issue implements Issuer.
 func (ci CentreIssuer) Issue(_ context.Context, r IssueRequest) ([]IssuedTicket, error) {
 	ts, err := ci.C.Issue(centre.IssueRequest{Event: r.Event, Count: r.Count, NotBefore: r.NotBefore,
-		NotAfter: r.NotAfter, Zone: r.Zone, Reentry: r.Reentry, DeviceKey: r.DeviceKey})
+		NotAfter: r.NotAfter, Zone: r.Zone, Reentry: r.Reentry, DeviceKey: r.DeviceKey, Holders: r.Holders})
 	if err != nil {
 		return nil, err
 	}
@@ -113,4 +122,14 @@ func (ci CentreIssuer) Reissue(_ context.Context, id string, deviceKey ed25519.P
 		return IssuedTicket{}, err
 	}
 	return issued(t), nil
+}
+
+// SetHolder implements HolderSetter.
+func (ci CentreIssuer) SetHolder(_ context.Context, id, holder string) error {
+	tid, err := verify.ParseTicketID(id)
+	if err != nil {
+		return err
+	}
+	_, err = ci.C.SetHolder(tid, holder)
+	return err
 }

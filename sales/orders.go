@@ -92,6 +92,14 @@ func (s *Server) orderView(tx *bolt.Tx, o *Order) OrderView {
 	return v
 }
 
+// gateHolder is the masked holder as gate staff see it, or "".
+func (s *Server) gateHolder(h HolderRec, bind []byte) string {
+	if m := s.masked(h, bind); m != nil {
+		return m.Name + " " + m.ID
+	}
+	return ""
+}
+
 func (s *Server) ticketView(t *TicketRec) TicketView {
 	v := TicketView{ID: t.ID, Event: t.Event, Type: t.Type, Tier: t.Tier, Serial: t.Serial, State: t.State,
 		Holder: s.masked(t.Holder, ticketBind(t.ID))}

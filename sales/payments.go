@@ -156,6 +156,11 @@ func (s *Server) issueOrder(ctx context.Context, no string) error {
 	if tt != nil {
 		req.Zone, req.Reentry = tt.Zone, tt.Reentry
 	}
+	if len(o.Holders) == o.Qty {
+		for i, h := range o.Holders {
+			req.Holders = append(req.Holders, s.gateHolder(h, orderBind(o.No, i)))
+		}
+	}
 	its, err := s.iss.Issue(ctx, req)
 	if err == nil && len(its) != o.Qty {
 		err = fmt.Errorf("issuer returned %d tickets for %d", len(its), o.Qty)

@@ -471,6 +471,7 @@ func (s *Server) finishTransfer(ctx context.Context, id string) (TicketView, err
 			return err
 		}
 		cur.Owner, cur.Serial, cur.Code, cur.Device = p.To, it.Serial, it.Code, p.Device
+		cur.Credential = rotatingCredential(it)
 		cur.State, cur.Pending, cur.Updated = TicketValid, nil, s.cfg.Now().UTC()
 		view = s.ticketView(cur)
 		return putTicket(tx, cur)

@@ -133,3 +133,12 @@ func (ci CentreIssuer) SetHolder(_ context.Context, id, holder string) error {
 	_, err = ci.C.SetHolder(tid, holder)
 	return err
 }
+
+// rotatingCredential is what a phone needs to sign its own codes: the
+// credential of a rotating ticket; static tickets show their code instead.
+func rotatingCredential(it IssuedTicket) []byte {
+	if it.Code != "" {
+		return nil
+	}
+	return it.Credential
+}

@@ -50,14 +50,17 @@ type OrderView struct {
 
 // TicketView is a ticket as its holder sees it.
 type TicketView struct {
-	ID     string           `json:"id"`
-	Event  string           `json:"event"`
-	Type   string           `json:"type"`
-	Tier   string           `json:"tier"`
-	Serial uint16           `json:"serial"`
-	State  string           `json:"state"`
-	Code   string           `json:"code,omitempty"`
-	Holder *realname.Masked `json:"holder,omitempty"`
+	ID     string `json:"id"`
+	Event  string `json:"event"`
+	Type   string `json:"type"`
+	Tier   string `json:"tier"`
+	Serial uint16 `json:"serial"`
+	State  string `json:"state"`
+	Code   string `json:"code,omitempty"`
+	// Credential (base64) is set for rotating tickets: the mini program
+	// signs a fresh code with it and its device key every 15 s.
+	Credential []byte           `json:"credential,omitempty"`
+	Holder     *realname.Masked `json:"holder,omitempty"`
 }
 
 func orderBind(no string, i int) []byte { return []byte("order:" + no + ":" + strconv.Itoa(i)) }
@@ -104,7 +107,7 @@ func (s *Server) ticketView(t *TicketRec) TicketView {
 	v := TicketView{ID: t.ID, Event: t.Event, Type: t.Type, Tier: t.Tier, Serial: t.Serial, State: t.State,
 		Holder: s.masked(t.Holder, ticketBind(t.ID))}
 	if t.State == TicketValid || t.State == TicketTransferring {
-		v.Code = t.Code
+		v.Code, v.Credential = t.Code, t.Credential
 	}
 	return v
 }

@@ -188,7 +188,7 @@ func (s *Server) issueOrder(ctx context.Context, no string) error {
 		cur.Issued, cur.IssueError, cur.Tickets = true, "", nil
 		for i, it := range its {
 			t := &TicketRec{ID: it.ID, Order: no, Index: i, Event: o.Event, Type: o.Type, Tier: o.Tier, Price: o.Price,
-				Buyer: o.OpenID, Owner: o.OpenID, Serial: it.Serial, Code: it.Code, State: TicketValid, Device: o.DeviceKey, Updated: now}
+				Buyer: o.OpenID, Owner: o.OpenID, Serial: it.Serial, Code: it.Code, Credential: rotatingCredential(it), State: TicketValid, Device: o.DeviceKey, Updated: now}
 			if i < len(cur.Holders) {
 				if t.Holder, err = s.rebind(cur.Holders[i], orderBind(no, i), ticketBind(it.ID)); err != nil {
 					return err

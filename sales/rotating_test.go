@@ -128,6 +128,14 @@ func TestRotatingCentreBindsDeviceKeys(t *testing.T) {
 		if tk.Code != "" {
 			t.Fatalf("rotating ticket %s has a static code %q", tk.ID, tk.Code)
 		}
+		// The mini program gets the credential and signs codes the gate admits.
+		code, err := verify.RotatingCode(tk.Credential, priv, h.doors.Add(time.Minute), false)
+		if err != nil {
+			t.Fatalf("ticket %s: credential handed to the phone: %v", tk.ID, err)
+		}
+		if r := h.gateDecision(gala.Event, code); r != verify.ReasonOK {
+			t.Fatalf("ticket %s: the phone's own code: %s", tk.ID, r)
+		}
 		ct, _ := phoneCode(tk.ID, priv)
 		if !bytes.Equal(ct.DeviceKey, pub) || ct.Serial != 1 {
 			t.Fatalf("ticket %s: serial %d, device key %x, want the phone's", tk.ID, ct.Serial, ct.DeviceKey)

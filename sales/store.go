@@ -83,21 +83,24 @@ type HolderRec struct {
 
 // TicketRec is the sales side of an issued ticket.
 type TicketRec struct {
-	ID       string    `json:"id"`
-	Order    string    `json:"order"`
-	Index    int       `json:"index"`
-	Event    string    `json:"event"`
-	Type     string    `json:"type"`
-	Tier     string    `json:"tier"`
-	Price    int64     `json:"price"`
-	Buyer    string    `json:"buyer"`
-	Owner    string    `json:"owner"`
-	Serial   uint16    `json:"serial"`
-	Code     string    `json:"code,omitempty"`
-	State    string    `json:"state"`
-	Holder   HolderRec `json:"holder"`
-	Device   []byte    `json:"device_key,omitempty"`
-	Transfer string    `json:"transfer,omitempty"` // open transfer code
+	ID     string `json:"id"`
+	Order  string `json:"order"`
+	Index  int    `json:"index"`
+	Event  string `json:"event"`
+	Type   string `json:"type"`
+	Tier   string `json:"tier"`
+	Price  int64  `json:"price"`
+	Buyer  string `json:"buyer"`
+	Owner  string `json:"owner"`
+	Serial uint16 `json:"serial"`
+	Code   string `json:"code,omitempty"`
+	// Credential is the signed credential a rotating ticket's phone signs
+	// codes with (docs/token.md §3).
+	Credential []byte    `json:"credential,omitempty"`
+	State      string    `json:"state"`
+	Holder     HolderRec `json:"holder"`
+	Device     []byte    `json:"device_key,omitempty"`
+	Transfer   string    `json:"transfer,omitempty"` // open transfer code
 	// Pending is an accepted transfer waiting for its re-issue.
 	Pending  *PendingTransfer `json:"pending,omitempty"`
 	RefundNo string           `json:"refund_no,omitempty"`

@@ -291,6 +291,10 @@ type IssueRequest struct {
 	// DeviceKey binds every ticket to this phone key instead (the phone
 	// made it and keeps the private half); it excludes Rotating.
 	DeviceKey ed25519.PublicKey
+	// Key, when set, makes the request idempotent: issuing again with the
+	// same key returns the tickets the first call issued, so a caller that
+	// lost the answer (a sales back end after a timeout) never issues twice.
+	Key string
 	// Holders, when set, are the masked holders (e.g. "张*三 ****1234"),
 	// one per ticket; gates show them to staff for an identity check.
 	Holders []string
@@ -324,7 +328,15 @@ func (c *Centre) Issue(r IssueRequest) ([]Ticket, error) {
 		}
 	}
 	var out []Ticket
+	repeat := false
 	err := c.db.Update(func(tx *bolt.Tx) error {
+		if r.Key != "" {
+			var err error
+			if out, err = issuedForKey(tx, r); err != nil || out != nil {
+				repeat = out != nil
+				return err
+			}
+		}
 		kid, priv, err := c.signingKey(tx)
 		if err != nil {
 			return err
@@ -356,6 +368,9 @@ func (c *Centre) Issue(r IssueRequest) ([]Ticket, error) {
 			}
 			out = append(out, t)
 		}
+		if err := rememberKey(tx, r.Key, out); err != nil {
+			return err
+		}
 		ver, err := bump(tx)
 		if err != nil {
 			return err
@@ -370,7 +385,7 @@ func (c *Centre) Issue(r IssueRequest) ([]Ticket, error) {
 		}
 		return logDelta(tx, ver, d)
 	})
-	if err == nil {
+	if err == nil && !repeat {
 		c.changed()
 	}
 	return out, err

@@ -46,3 +46,28 @@ func TestHoldersReachGates(t *testing.T) {
 		t.Fatal("an oversized holder was accepted")
 	}
 }
+
+// An issue repeated with the same key returns the first call's tickets.
+func TestIssueKeyIdempotent(t *testing.T) {
+	c, _ := newCentre(t)
+	first, err := c.Issue(IssueRequest{Event: "E", Count: 2, Key: "order-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.Issue(IssueRequest{Event: "E", Count: 2, Key: "order-1"})
+	if err != nil || len(again) != 2 || again[0].ID != first[0].ID || again[1].ID != first[1].ID {
+		t.Fatalf("repeat: %v %v", again, err)
+	}
+	if _, err := c.Issue(IssueRequest{Event: "E", Count: 3, Key: "order-1"}); err == nil {
+		t.Fatal("a key reused for another count was accepted")
+	}
+	other, err := c.Issue(IssueRequest{Event: "E", Count: 1, Key: "order-2"})
+	if err != nil || other[0].ID == first[0].ID {
+		t.Fatalf("new key: %v %v", other, err)
+	}
+	data, _ := c.Export("E")
+	b, _, _, _ := verify.OpenBundle(data, c.RootPublic())
+	if len(b.Tickets) != 3 {
+		t.Fatalf("%d tickets at the gates, want 3", len(b.Tickets))
+	}
+}

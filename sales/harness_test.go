@@ -53,6 +53,7 @@ type countingIssuer struct {
 	issues, revokes, reissues atomic.Int32
 	fail                      atomic.Bool
 	loseReissue               atomic.Bool
+	loseIssue                 atomic.Bool
 }
 
 func (c *countingIssuer) Issue(ctx context.Context, r sales.IssueRequest) ([]sales.IssuedTicket, error) {
@@ -60,7 +61,12 @@ func (c *countingIssuer) Issue(ctx context.Context, r sales.IssueRequest) ([]sal
 	if c.fail.Load() {
 		return nil, io.ErrUnexpectedEOF
 	}
-	return c.Issuer.Issue(ctx, r)
+	its, err := c.Issuer.Issue(ctx, r)
+	if err == nil && c.loseIssue.Load() {
+		// Issued at the centre, but the answer is lost on the way back.
+		return nil, io.ErrUnexpectedEOF
+	}
+	return its, err
 }
 
 func (c *countingIssuer) Reissue(ctx context.Context, id string, dev ed25519.PublicKey) (sales.IssuedTicket, error) {

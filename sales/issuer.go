@@ -33,6 +33,9 @@ type IssueRequest struct {
 	Reentry   bool
 	// DeviceKey is the buyer's phone key for rotating tickets.
 	DeviceKey ed25519.PublicKey
+	// Key makes the request idempotent at the issuer (the order number):
+	// a retry after a lost answer gets the same tickets, never new ones.
+	Key string
 	// Holders are the masked real-name holders ("张*三 ****1234"), one per
 	// ticket, for real-name events; gates show them to staff.
 	Holders []string
@@ -85,7 +88,7 @@ func (CentreIssuer) BindsDeviceKeys() bool { return true }
 // Issue implements Issuer.
 func (ci CentreIssuer) Issue(_ context.Context, r IssueRequest) ([]IssuedTicket, error) {
 	ts, err := ci.C.Issue(centre.IssueRequest{Event: r.Event, Count: r.Count, NotBefore: r.NotBefore,
-		NotAfter: r.NotAfter, Zone: r.Zone, Reentry: r.Reentry, DeviceKey: r.DeviceKey, Holders: r.Holders})
+		NotAfter: r.NotAfter, Zone: r.Zone, Reentry: r.Reentry, DeviceKey: r.DeviceKey, Holders: r.Holders, Key: r.Key})
 	if err != nil {
 		return nil, err
 	}

@@ -152,7 +152,7 @@ func (s *Server) issueOrder(ctx context.Context, no string) error {
 	// Valid at the gates from the freeze on: from then the ticket can no
 	// longer be refunded or transferred, so a gate never races a change.
 	req := IssueRequest{Event: ev.ID, Count: o.Qty, NotBefore: ev.DoorsOpen.Add(-time.Duration(s.cfg.FreezeBefore)),
-		NotAfter: ev.Ends, DeviceKey: o.DeviceKey}
+		NotAfter: ev.Ends, DeviceKey: o.DeviceKey, Key: "order:" + o.No}
 	if tt != nil {
 		req.Zone, req.Reentry = tt.Zone, tt.Reentry
 	}

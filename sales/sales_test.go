@@ -386,6 +386,36 @@ func TestIssueFailureResumed(t *testing.T) {
 	}
 }
 
+// The centre issued but its answer was lost: reconciliation gets the same
+// tickets back instead of issuing a second set.
+func TestLostIssueAnswer(t *testing.T) {
+	h := newHarness(t, nil)
+	tok := h.signIn("o-alice")
+	o := h.order(tok, gala)
+	h.prepay(tok, o.No)
+	h.iss.loseIssue.Store(true)
+	h.payAndNotify(o.No)
+	h.iss.loseIssue.Store(false)
+	if err := h.s.Reconcile(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	mine := h.tickets(tok)
+	if len(mine) != 2 {
+		t.Fatalf("%d tickets", len(mine))
+	}
+	data, err := h.centre.Export(gala.Event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, _, err := verify.OpenBundle(data, h.centre.RootPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Tickets) != 2 {
+		t.Fatalf("the centre holds %d tickets for a 2-ticket order", len(b.Tickets))
+	}
+}
+
 func TestLatePayment(t *testing.T) {
 	h := newHarness(t, nil)
 	alice, bob := h.signIn("o-alice"), h.signIn("o-bob")

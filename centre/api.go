@@ -131,13 +131,22 @@ type IssueBody struct {
 	Zone      string    `json:"zone,omitempty"`
 	Reentry   bool      `json:"reentry,omitempty"`
 	Rotating  bool      `json:"rotating,omitempty"`
+	// DeviceKey (base64, 32 bytes) binds every ticket to the buyer's phone
+	// key; the answer then carries each ticket's credential instead of a code.
+	DeviceKey []byte `json:"device_key,omitempty"`
+	// Holders are masked holders, one per ticket, shown to gate staff.
+	Holders []string `json:"holders,omitempty"`
+	// Key makes the call idempotent (the Idempotency-Key header does too):
+	// repeating it returns the same tickets.
+	Key string `json:"key,omitempty"`
 }
 
 // IssuedTicket is one ticket in the issue response: its id and the QR
 // text to show now (for a rotating ticket, its current code).
 type IssuedTicket struct {
-	ID   verify.TicketID `json:"id"`
-	Code string          `json:"code"`
+	ID         verify.TicketID `json:"id"`
+	Code       string          `json:"code,omitempty"`
+	Credential []byte          `json:"credential,omitempty"` // phone-bound tickets: the phone signs codes with it
 }
 
 func (a *API) issue(w http.ResponseWriter, r *http.Request) {
@@ -152,8 +161,11 @@ func (a *API) issue(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, errors.New("zone too long"))
 		return
 	}
+	if b.Key == "" {
+		b.Key = r.Header.Get("Idempotency-Key")
+	}
 	ts, err := a.c.Issue(IssueRequest{Event: r.PathValue("event"), Count: b.Count, NotBefore: b.NotBefore, NotAfter: b.NotAfter,
-		Zone: b.Zone, Reentry: b.Reentry, Rotating: b.Rotating})
+		Zone: b.Zone, Reentry: b.Reentry, Rotating: b.Rotating, DeviceKey: b.DeviceKey, Holders: b.Holders, Key: b.Key})
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, err)
 		return
@@ -161,7 +173,9 @@ func (a *API) issue(w http.ResponseWriter, r *http.Request) {
 	out := make([]IssuedTicket, len(ts))
 	for i, t := range ts {
 		out[i] = IssuedTicket{ID: t.ID, Code: t.Code()}
-		if b.Rotating {
+		if len(b.DeviceKey) > 0 {
+			out[i] = IssuedTicket{ID: t.ID, Credential: t.Credential}
+		} else if b.Rotating {
 			if out[i].Code, err = a.c.Present(t.ID, a.c.now(), false); err != nil {
 				writeErr(w, http.StatusInternalServerError, err)
 				return

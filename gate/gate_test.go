@@ -12,6 +12,21 @@ import (
 	"github.com/gated-dev/gated/verify"
 )
 
+// provisioned returns n tickets and a store provisioned with them.
+func provisioned(t *testing.T, n int) (*benchWorld, *cache.Store) {
+	t.Helper()
+	w, bundle := newBenchWorld(t, n)
+	s, err := cache.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Provision(bundle); err != nil {
+		t.Fatal(err)
+	}
+	return w, s
+}
+
 type recorder struct {
 	mu  sync.Mutex
 	got []cache.Entry
@@ -26,15 +41,7 @@ func (r *recorder) Signal(e cache.Entry) {
 // Several sources feed one gate; each scan is decided once, signalled after
 // it was recorded, and a ticket read by two scanners is admitted once.
 func TestRunSharesDecisionsAcrossScanners(t *testing.T) {
-	w, bundle := newBenchWorld(t, 3)
-	s, err := cache.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Provision(bundle); err != nil {
-		t.Fatal(err)
-	}
+	w, s := provisioned(t, 3)
 	rec := &recorder{}
 	g := New("g1", s, verify.NewVerifier(verify.Policy{Event: "expo"}, w.trust), nil, rec)
 	input := string(w.codes[0]) + "\n" + string(w.codes[1]) + "\n\n" + string(w.codes[2]) + "\n"
@@ -76,15 +83,7 @@ func (f fixedSource) Run(ctx context.Context, out chan<- scanner.Scan) error {
 
 // The AIM identifier a scanner reported is kept in the journal.
 func TestSymbologyJournalled(t *testing.T) {
-	w, bundle := newBenchWorld(t, 1)
-	s, err := cache.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Provision(bundle); err != nil {
-		t.Fatal(err)
-	}
+	w, s := provisioned(t, 1)
 	g := New("g1", s, verify.NewVerifier(verify.Policy{Event: "expo"}, w.trust), nil)
 	g.Run(context.Background(), []scanner.Source{fixedSource{{Data: w.codes[0], Symbology: "]Q1", Source: "fixed", At: w.now}}})
 	var got []cache.Entry
@@ -97,15 +96,7 @@ func TestSymbologyJournalled(t *testing.T) {
 // A clock stepped backwards while running does not revive an expired
 // ticket: decisions keep the latest time already used.
 func TestClockSteppedBack(t *testing.T) {
-	w, bundle := newBenchWorld(t, 2)
-	s, err := cache.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Provision(bundle); err != nil {
-		t.Fatal(err)
-	}
+	w, s := provisioned(t, 2)
 	g := New("g1", s, verify.NewVerifier(verify.Policy{Event: "expo"}, w.trust), nil)
 	late := w.now.Add(25 * time.Hour) // the bench tickets expire after 24 h
 	if e := g.Decide(context.Background(), scanner.Scan{Data: w.codes[0], At: late}); e.Reason != verify.ReasonExpired {

@@ -1,8 +1,8 @@
 package console
 
 import (
-	"bytes"
 	"flag"
+	"github.com/gated-dev/gated/internal/lockedbuf"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,15 +89,8 @@ type fixed struct{ st ops.Status }
 
 func (f fixed) Status() ops.Status { return f.st }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-
 func TestScreenConcurrentSignals(t *testing.T) {
-	var out syncBuf
+	var out lockedbuf.Buffer
 	s := New(&out, fixed{status(nil)}, Options{Size: func() (int, int) { return 80, 24 }})
 	s.active = true
 	var wg sync.WaitGroup
@@ -110,7 +103,7 @@ func TestScreenConcurrentSignals(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if !strings.Contains(out.b.String(), "ADMIT: valid ticket") {
+	if !strings.Contains(out.String(), "ADMIT: valid ticket") {
 		t.Fatal("no ADMIT frame drawn")
 	}
 }

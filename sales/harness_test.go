@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"github.com/gated-dev/gated/internal/lockedbuf"
 	"io"
 	"log/slog"
 	"net/http"
@@ -37,15 +38,6 @@ type clock struct {
 func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 func (c *clock) Set(t time.Time)     { c.mu.Lock(); c.t = t; c.mu.Unlock() }
-
-// syncBuf is a log sink tests read while the server writes.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // countingIssuer passes calls to the real centre and counts them.
 type countingIssuer struct {
@@ -106,7 +98,7 @@ type harness struct {
 	login  *wxpaytest.LoginServer
 	centre *centre.Centre
 	iss    *countingIssuer
-	logs   *syncBuf
+	logs   *lockedbuf.Buffer
 	doors  time.Time
 	dbPath string
 
@@ -144,7 +136,7 @@ func newHarness(t testing.TB, mut func(*sales.Config)) *harness {
 // notifications keep the wall clock, which the SDK checks.
 func newHarnessAt(t testing.TB, start time.Time, mut func(*sales.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: &clock{t: start}, logs: &syncBuf{}}
+	h := &harness{t: t, clock: &clock{t: start}, logs: &lockedbuf.Buffer{}}
 	h.pay = wxpaytest.NewPayServer(t)
 	h.login = wxpaytest.NewLoginServer(t, h.pay.AppID, "app-secret")
 	dir := t.TempDir()

@@ -4,16 +4,15 @@ package main
 // gatesync serve and gated run as real processes, and the HTTP API.
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/gated-dev/gated/internal/lockedbuf"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,36 +20,18 @@ import (
 	"github.com/gated-dev/gated/sync/mqtttest"
 )
 
-// syncBuf is a bytes.Buffer safe to read while a process writes it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type proc struct {
 	t        testing.TB
 	name     string
 	cmd      *exec.Cmd
 	in       io.WriteCloser
-	out, err *syncBuf
+	out, err *lockedbuf.Buffer
 	done     chan struct{}
 }
 
 func startProc(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: name, out: &syncBuf{}, err: &syncBuf{}, done: make(chan struct{})}
+	p := &proc{t: t, name: name, out: &lockedbuf.Buffer{}, err: &lockedbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin(name), args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.err
 	var err error

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/gated-dev/gated/internal/lockedbuf"
 	"io"
 	"net"
 	"net/http"
@@ -110,7 +111,7 @@ func TestWebTicketAndDashboard(t *testing.T) {
 
 	serve := exec.Command(gatesync, "serve", "--dir", cdir, "--listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
 		"--mqtt-listen", fmt.Sprintf("127.0.0.1:%d", mqttPort))
-	serveLog := &syncWriter{}
+	serveLog := &lockedbuf.Buffer{}
 	serve.Stderr = serveLog
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)
@@ -129,7 +130,7 @@ func TestWebTicketAndDashboard(t *testing.T) {
 		"--broker", fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort), "--username", "g1", "--password", pass, "--max-code-age", "5s")
 	stdin, _ := gate.StdinPipe()
 	stdout, _ := gate.StdoutPipe()
-	gateLog := &syncWriter{}
+	gateLog := &lockedbuf.Buffer{}
 	gate.Stderr = gateLog
 	if err := gate.Start(); err != nil {
 		t.Fatal(err)
@@ -228,24 +229,6 @@ func TestWebTicketAndDashboard(t *testing.T) {
 		t.Fatalf("the admission did not reach the dashboard within 2 s: %v\n%s\ngated:\n%s", err, row, gateLog.String())
 	}
 	t.Logf("admission at gated to the dashboard: %s", time.Since(admitted).Round(time.Millisecond))
-}
-
-// syncWriter is a process's stderr, safe to read while it writes.
-type syncWriter struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {

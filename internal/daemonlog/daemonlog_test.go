@@ -3,6 +3,7 @@ package daemonlog
 import (
 	"bytes"
 	"fmt"
+	"github.com/gated-dev/gated/internal/lockedbuf"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -53,7 +54,7 @@ func TestFormats(t *testing.T) {
 // Every line carries its own prefix even when goroutines log at once.
 func TestPrefixPerLineConcurrently(t *testing.T) {
 	yes := true
-	var b syncBuffer
+	var b lockedbuf.Buffer
 	l := New(&b, Options{Journal: &yes})
 	var wg sync.WaitGroup
 	for i := range 8 {
@@ -74,18 +75,6 @@ func TestPrefixPerLineConcurrently(t *testing.T) {
 		}
 	}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestIsJournal(t *testing.T) {
 	f, err := os.Create(filepath.Join(t.TempDir(), "stream"))

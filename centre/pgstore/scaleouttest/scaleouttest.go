@@ -6,10 +6,10 @@
 package scaleouttest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/gated-dev/gated/internal/lockedbuf"
 	"net/http"
 	"os"
 	"os/exec"
@@ -359,13 +359,13 @@ type Proc struct {
 	Name string
 	API  string // gatesync: its HTTP API
 	cmd  *exec.Cmd
-	err  *syncBuf
+	err  *lockedbuf.Buffer
 	done chan struct{}
 }
 
 func (d *Deployment) start(name, bin string, args ...string) *Proc {
 	d.t.Helper()
-	p := &Proc{Name: name, err: &syncBuf{}, done: make(chan struct{})}
+	p := &Proc{Name: name, err: &lockedbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(d.bin, bin), args...)
 	p.cmd.Stderr = p.err
 	if err := p.cmd.Start(); err != nil {
@@ -408,20 +408,3 @@ func (p *Proc) Stop() {
 
 // Stderr is what the process logged so far.
 func (p *Proc) Stderr() string { return p.err.String() }
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

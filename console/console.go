@@ -319,17 +319,9 @@ func scannerRows(st ops.Status) []Row {
 }
 
 func detail(e *cache.Entry, loc *time.Location) string {
-	var parts []string
-	if !e.FirstUsedAt.IsZero() {
-		parts = append(parts, "first used "+e.FirstUsedAt.In(loc).Format("15:04:05")+" at gate "+e.FirstUsedGate)
-	} else if e.Detail != "" && e.Verdict != cache.Admit {
-		parts = append(parts, e.Detail)
-	}
-	if e.Zone != "" {
-		parts = append(parts, "zone "+e.Zone)
-	}
-	if e.Holder != "" {
-		parts = append(parts, "holder "+e.Holder)
+	why, parts := gate.StaffDetails(e, loc)
+	if why != "" {
+		parts = append([]string{why}, parts...)
 	}
 	parts = append(parts, e.At.In(loc).Format("15:04:05"), fmt.Sprintf("#%d", e.Seq))
 	return strings.Join(parts, " · ")

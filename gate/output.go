@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gated-dev/gated/cache"
 )
@@ -46,24 +47,34 @@ func (c *ConsoleLines) Signal(e cache.Entry) {
 
 // ConsoleLine is the staff's one-line view of a decision.
 func ConsoleLine(e cache.Entry) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %-5s %s", e.At.Local().Format("15:04:05"), strings.ToUpper(e.Verdict), e.Reason.Text())
+	parts := []string{e.At.Local().Format("15:04:05"), fmt.Sprintf("%-5s", strings.ToUpper(e.Verdict)), e.Reason.Text()}
+	why, more := StaffDetails(&e, time.Local)
+	if why != "" {
+		parts = append(parts, "("+why+")")
+	}
+	parts = append(parts, more...)
+	if e.Ticket != "" {
+		parts = append(parts, "ticket "+e.Ticket)
+	}
+	return strings.Join(append(parts, fmt.Sprintf("#%d", e.Seq)), " ")
+}
+
+// StaffDetails is what staff need beside the verdict, in plain words: why,
+// that is where and when a used ticket was first admitted (in loc, no
+// date: staff compare it with the clock on the wall) or why it was denied;
+// and more, the ticket's zone and masked holder for an identity check.
+func StaffDetails(e *cache.Entry, loc *time.Location) (why string, more []string) {
 	switch {
 	case !e.FirstUsedAt.IsZero():
-		// Staff compare this with the clock on the wall: local time, no date.
-		fmt.Fprintf(&b, " (first used %s at gate %s)", e.FirstUsedAt.Local().Format("15:04:05"), e.FirstUsedGate)
+		why = "first used " + e.FirstUsedAt.In(loc).Format("15:04:05") + " at gate " + e.FirstUsedGate
 	case e.Detail != "" && e.Verdict != cache.Admit:
-		fmt.Fprintf(&b, " (%s)", e.Detail)
+		why = e.Detail
 	}
 	if e.Zone != "" {
-		fmt.Fprintf(&b, " zone %s", e.Zone)
+		more = append(more, "zone "+e.Zone)
 	}
 	if e.Holder != "" {
-		fmt.Fprintf(&b, " holder %s", e.Holder)
+		more = append(more, "holder "+e.Holder)
 	}
-	if e.Ticket != "" {
-		fmt.Fprintf(&b, " ticket %s", e.Ticket)
-	}
-	fmt.Fprintf(&b, " #%d", e.Seq)
-	return b.String()
+	return why, more
 }

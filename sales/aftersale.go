@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,9 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gated-dev/gated/kv"
 	"github.com/gated-dev/gated/realname"
 	"github.com/gated-dev/gated/wxpay"
-	bolt "go.etcd.io/bbolt"
 )
 
 // ownTicket loads a ticket the signed-in buyer holds.
@@ -74,7 +73,7 @@ func (s *Server) refundTicket(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	no := refundNo(t.Order, t.Index)
-	err = s.st.db.Update(func(tx *bolt.Tx) error {
+	err = s.st.db.Update(bg, func(tx kv.Tx) error {
 		cur, err := getTicket(tx, t.ID)
 		if err != nil {
 			return err
@@ -87,7 +86,7 @@ func (s *Server) refundTicket(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if cur.Transfer != "" {
-			if err := tx.Bucket(bTransfers).Delete([]byte(cur.Transfer)); err != nil {
+			if err := tx.Delete(bTransfers, []byte(cur.Transfer)); err != nil {
 				return err
 			}
 			cur.Transfer = ""
@@ -96,7 +95,7 @@ func (s *Server) refundTicket(w http.ResponseWriter, r *http.Request) error {
 		// must never still open a gate.
 		cur.State, cur.RefundNo, cur.Updated = TicketRevoking, no, s.cfg.Now().UTC()
 		rf := &RefundRec{No: no, Ticket: cur.ID, Order: cur.Order, Amount: cur.Price, Total: o.Total, Created: cur.Updated}
-		if err := putJSON(tx.Bucket(bRefunds), []byte(no), rf); err != nil {
+		if err := putJSON(tx, bRefunds, []byte(no), rf); err != nil {
 			return err
 		}
 		return putTicket(tx, cur)
@@ -149,7 +148,7 @@ func (s *Server) driveRefund(ctx context.Context, no string) error {
 			if err := s.iss.Revoke(ctx, t.ID, "refund "+no); err != nil {
 				return fmt.Errorf("revoke %s: %w", t.ID, err)
 			}
-			err = s.st.db.Update(func(tx *bolt.Tx) error {
+			err = s.st.db.Update(bg, func(tx kv.Tx) error {
 				cur, err := getTicket(tx, t.ID)
 				if err != nil || cur.State != TicketRevoking {
 					return err
@@ -183,31 +182,27 @@ func (s *Server) driveRefund(ctx context.Context, no string) error {
 // recordRefund stores WeChat Pay's word on a refund; amount, when not 0,
 // must match what we asked.
 func (s *Server) recordRefund(no, status, refundID string, amount int64) error {
-	return s.st.db.Update(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bRefunds).Get([]byte(no))
-		if v == nil {
+	var asked int64
+	changed := false
+	err := s.st.db.Update(bg, func(tx kv.Tx) error {
+		changed = false
+		rf, err := getRefund(tx, no)
+		if errors.Is(err, errNotFound) {
 			return errUnknownOrder
 		}
-		var rf RefundRec
-		if err := json.Unmarshal(v, &rf); err != nil {
+		if err != nil {
 			return err
 		}
 		if amount != 0 && amount != rf.Amount {
-			s.log.Error("refund amount mismatch", "refund", no, "refunded", amount, "asked", rf.Amount)
+			asked = rf.Amount
 			return errAmountMismatch
 		}
 		if rf.Status == wxpay.RefundSuccess || rf.Status == status {
 			return nil // known already
 		}
-		rf.Status = status
+		rf.Status, changed = status, true
 		if refundID != "" {
 			rf.RefundID = refundID
-		}
-		switch status {
-		case wxpay.RefundAbnormal, wxpay.RefundClosed:
-			s.log.Error("refund failed at WeChat Pay: handle in the merchant platform", "refund", no, "status", status)
-		default:
-			s.log.Info("refund", "refund", no, "status", status)
 		}
 		if rf.Ticket != "" {
 			t, err := getTicket(tx, rf.Ticket)
@@ -225,8 +220,18 @@ func (s *Server) recordRefund(no, status, refundID string, amount int64) error {
 				return err
 			}
 		}
-		return putJSON(tx.Bucket(bRefunds), []byte(no), &rf)
+		return putJSON(tx, bRefunds, []byte(no), rf)
 	})
+	switch {
+	case errors.Is(err, errAmountMismatch):
+		s.log.Error("refund amount mismatch", "refund", no, "refunded", amount, "asked", asked)
+	case err != nil || !changed:
+	case status == wxpay.RefundAbnormal, status == wxpay.RefundClosed:
+		s.log.Error("refund failed at WeChat Pay: handle in the merchant platform", "refund", no, "status", status)
+	default:
+		s.log.Info("refund", "refund", no, "status", status)
+	}
+	return err
 }
 
 func (s *Server) refundNotify(w http.ResponseWriter, r *http.Request) {
@@ -276,7 +281,7 @@ func (s *Server) offerTransfer(w http.ResponseWriter, r *http.Request) error {
 	b := make([]byte, 10)
 	rand.Read(b)
 	offer := TransferOffer{Code: strings.ToUpper(hex.EncodeToString(b)), ExpiresAt: s.cfg.Now().Add(time.Duration(s.cfg.TransferTTL)).UTC()}
-	err = s.st.db.Update(func(tx *bolt.Tx) error {
+	err = s.st.db.Update(bg, func(tx kv.Tx) error {
 		cur, err := getTicket(tx, t.ID)
 		if err != nil {
 			return err
@@ -285,12 +290,12 @@ func (s *Server) offerTransfer(w http.ResponseWriter, r *http.Request) error {
 			return problem(http.StatusConflict, "ticket_busy", "This ticket changed meanwhile; reload My tickets.")
 		}
 		if cur.Transfer != "" { // one open offer: a new one voids the old
-			if err := tx.Bucket(bTransfers).Delete([]byte(cur.Transfer)); err != nil {
+			if err := tx.Delete(bTransfers, []byte(cur.Transfer)); err != nil {
 				return err
 			}
 		}
 		cur.Transfer = offer.Code
-		if err := putJSON(tx.Bucket(bTransfers), []byte(offer.Code), TransferRec{Code: offer.Code, Ticket: cur.ID, From: cur.Owner, Expires: offer.ExpiresAt}); err != nil {
+		if err := putJSON(tx, bTransfers, []byte(offer.Code), TransferRec{Code: offer.Code, Ticket: cur.ID, From: cur.Owner, Expires: offer.ExpiresAt}); err != nil {
 			return err
 		}
 		return putTicket(tx, cur)
@@ -315,13 +320,10 @@ func (s *Server) acceptTransfer(w http.ResponseWriter, r *http.Request) error {
 	}
 	code := strings.ToUpper(r.PathValue("code"))
 	var tr TransferRec
-	err := s.st.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bTransfers).Get([]byte(code))
-		if v == nil {
-			return problem(http.StatusNotFound, "unknown_transfer", "No open transfer has the code %q; ask the sender for a new one.", code)
-		}
-		return json.Unmarshal(v, &tr)
-	})
+	err := s.st.db.View(r.Context(), func(tx kv.Tx) error { return getJSON(tx, bTransfers, []byte(code), &tr) })
+	if errors.Is(err, errNotFound) {
+		return problem(http.StatusNotFound, "unknown_transfer", "No open transfer has the code %q; ask the sender for a new one.", code)
+	}
 	if err != nil {
 		return err
 	}
@@ -378,7 +380,7 @@ func (s *Server) acceptTransfer(w http.ResponseWriter, r *http.Request) error {
 	// Step 1: lock the ticket, take the new holder's id slot and record
 	// the transfer. From here it completes: if re-issuing fails, or the
 	// process dies, reconciliation finishes it.
-	err = s.st.db.Update(func(tx *bolt.Tx) error {
+	err = s.st.db.Update(bg, func(tx kv.Tx) error {
 		cur, err := getTicket(tx, t.ID)
 		if err != nil {
 			return err
@@ -387,20 +389,23 @@ func (s *Server) acceptTransfer(w http.ResponseWriter, r *http.Request) error {
 			return problem(http.StatusGone, "transfer_void", "This transfer was withdrawn or the ticket changed; ask the sender for a new code.")
 		}
 		if holder.IDHash != nil && !bytes.Equal(holder.IDHash, cur.Holder.IDHash) {
-			n, _ := getU64(tx.Bucket(bIDCount), key(cur.Event, string(holder.IDHash)))
+			n, err := getU64(tx, bIDCount, key(cur.Event, string(holder.IDHash)))
+			if err != nil {
+				return err
+			}
 			if int(n)+1 > s.cfg.MaxPerID {
 				return problem(http.StatusConflict, "id_limit", "The id number %s already has a ticket for %s: one id number, %d ticket per show.", realname.MaskID(clear.ID), ev.Name, s.cfg.MaxPerID)
 			}
-			if err := addU64(tx.Bucket(bIDCount), key(cur.Event, string(holder.IDHash)), 1); err != nil {
+			if err := addU64(tx, bIDCount, key(cur.Event, string(holder.IDHash)), 1); err != nil {
 				return err
 			}
 		}
-		if err := tx.Bucket(bTransfers).Delete([]byte(code)); err != nil {
+		if err := tx.Delete(bTransfers, []byte(code)); err != nil {
 			return err
 		}
 		cur.State, cur.Transfer, cur.Updated = TicketTransferring, "", now.UTC()
 		cur.Pending = &PendingTransfer{To: me, Holder: holder, RealName: ev.RealName, Device: dev}
-		if err := tx.Bucket(bMoving).Put([]byte(cur.ID), nil); err != nil {
+		if err := tx.Put(bMoving, []byte(cur.ID), nil); err != nil {
 			return err
 		}
 		return putTicket(tx, cur)
@@ -443,7 +448,7 @@ func (s *Server) finishTransfer(ctx context.Context, id string) (TicketView, err
 		}
 	}
 	var view TicketView
-	err = s.st.db.Update(func(tx *bolt.Tx) error {
+	err = s.st.db.Update(bg, func(tx kv.Tx) error {
 		cur, err := getTicket(tx, id)
 		if err != nil {
 			return err
@@ -455,19 +460,19 @@ func (s *Server) finishTransfer(ctx context.Context, id string) (TicketView, err
 		}
 		if p.RealName {
 			if len(cur.Holder.IDHash) > 0 && !bytes.Equal(p.Holder.IDHash, cur.Holder.IDHash) {
-				if err := addU64(tx.Bucket(bIDCount), key(cur.Event, string(cur.Holder.IDHash)), -1); err != nil {
+				if err := addU64(tx, bIDCount, key(cur.Event, string(cur.Holder.IDHash)), -1); err != nil {
 					return err
 				}
 			}
 			cur.Holder = p.Holder
 		}
-		if err := tx.Bucket(bOwned).Delete(key(cur.Owner, cur.ID)); err != nil {
+		if err := tx.Delete(bOwned, key(cur.Owner, cur.ID)); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bOwned).Put(key(p.To, cur.ID), nil); err != nil {
+		if err := tx.Put(bOwned, key(p.To, cur.ID), nil); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bMoving).Delete([]byte(cur.ID)); err != nil {
+		if err := tx.Delete(bMoving, []byte(cur.ID)); err != nil {
 			return err
 		}
 		cur.Owner, cur.Serial, cur.Code, cur.Device = p.To, it.Serial, it.Code, p.Device

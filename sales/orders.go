@@ -1,11 +1,11 @@
 package sales
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,9 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gated-dev/gated/kv"
 	"github.com/gated-dev/gated/realname"
 	"github.com/gated-dev/gated/wxpay"
-	bolt "go.etcd.io/bbolt"
 )
 
 // OrderRequest is the body of POST /api/v1/orders.
@@ -79,7 +79,7 @@ func (s *Server) masked(h HolderRec, bind []byte) *realname.Masked {
 	return &m
 }
 
-func (s *Server) orderView(tx *bolt.Tx, o *Order) OrderView {
+func (s *Server) orderView(tx kv.Tx, o *Order) (OrderView, error) {
 	v := OrderView{No: o.No, Event: o.Event, Type: o.Type, Tier: o.Tier, Quantity: o.Qty, Price: o.Price,
 		Total: o.Total, State: o.State, HoldUntil: o.HoldUntil}
 	for i, h := range o.Holders {
@@ -88,11 +88,24 @@ func (s *Server) orderView(tx *bolt.Tx, o *Order) OrderView {
 		}
 	}
 	for _, id := range o.Tickets {
-		if t, err := getTicket(tx, id); err == nil && t.Owner == o.OpenID {
+		t, err := getTicket(tx, id)
+		if errors.Is(err, errNotFound) {
+			continue
+		}
+		if err != nil {
+			return v, err
+		}
+		if t.Owner == o.OpenID {
 			v.Tickets = append(v.Tickets, s.ticketView(t))
 		}
 	}
-	return v
+	return v, nil
+}
+
+// viewOrder reads an order's view in a transaction of its own.
+func (s *Server) viewOrder(ctx context.Context, o *Order) (v OrderView, err error) {
+	err = s.st.db.View(ctx, func(tx kv.Tx) error { v, err = s.orderView(tx, o); return err })
+	return v, err
 }
 
 // gateHolder is the masked holder as gate staff see it, or "".
@@ -182,8 +195,10 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 
 	// A read first turns the crowd away once a tier is sold out without
 	// queueing it behind writes; the decision itself is the Batch below.
-	var rem uint64
-	s.st.db.View(func(tx *bolt.Tx) error { rem, _ = getU64(tx.Bucket(bStock), key(ev.ID, tt.ID, tr.ID)); return nil })
+	rem, err := s.st.Remaining(ev.ID, tt.ID, tr.ID)
+	if err != nil {
+		return err
+	}
 	if rem == 0 {
 		return problem(http.StatusConflict, "sold_out", "%s %s is sold out.", tt.Name, tr.Name)
 	}
@@ -192,12 +207,15 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 	// more than once, so it starts from scratch each time, and refusals are
 	// results, not errors, so one buyer's refusal does not roll back the
 	// others in the batch.
-	err := s.st.db.Batch(func(tx *bolt.Tx) error {
+	err = s.st.db.Batch(r.Context(), func(tx kv.Tx) error {
 		refusal = nil
 		o.No = newOrderNo(now)
 		o.Holders = nil
 		sk := key(ev.ID, tt.ID, tr.ID)
-		rem, _ := getU64(tx.Bucket(bStock), sk)
+		rem, err := getU64(tx, bStock, sk)
+		if err != nil {
+			return err
+		}
 		if rem < uint64(o.Qty) {
 			if rem == 0 {
 				refusal = problem(http.StatusConflict, "sold_out", "%s %s is sold out.", tt.Name, tr.Name)
@@ -207,7 +225,10 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		uk := key(ev.ID, o.OpenID)
-		had, _ := getU64(tx.Bucket(bUserCount), uk)
+		had, err := getU64(tx, bUserCount, uk)
+		if err != nil {
+			return err
+		}
 		if int(had)+o.Qty > s.cfg.MaxPerUser {
 			refusal = problem(http.StatusConflict, "user_limit", "Each buyer may hold at most %d tickets for %s; you already hold or are paying for %d.", s.cfg.MaxPerUser, ev.Name, had)
 			return nil
@@ -215,7 +236,10 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 		seen := map[string]int{}
 		for i, h := range hashes {
 			seen[string(h)]++
-			n, _ := getU64(tx.Bucket(bIDCount), key(ev.ID, string(h)))
+			n, err := getU64(tx, bIDCount, key(ev.ID, string(h)))
+			if err != nil {
+				return err
+			}
 			if int(n)+seen[string(h)] > s.cfg.MaxPerID {
 				refusal = problem(http.StatusConflict, "id_limit", "Holder %d (id %s) already has a ticket for %s: one id number, %d ticket per show.", i+1, realname.MaskID(clear[i].ID), ev.Name, s.cfg.MaxPerID)
 				return nil
@@ -227,20 +251,20 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 			o.Holders = append(o.Holders, HolderRec{IDHash: h, Sealed: sealed})
-			if err := addU64(tx.Bucket(bIDCount), key(ev.ID, string(h)), 1); err != nil {
+			if err := addU64(tx, bIDCount, key(ev.ID, string(h)), 1); err != nil {
 				return err
 			}
 		}
-		if err := putU64(tx.Bucket(bStock), sk, rem-uint64(o.Qty)); err != nil {
+		if err := putU64(tx, bStock, sk, rem-uint64(o.Qty)); err != nil {
 			return err
 		}
-		if err := addU64(tx.Bucket(bUserCount), uk, o.Qty); err != nil {
+		if err := addU64(tx, bUserCount, uk, o.Qty); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bHolds).Put(holdKey(o.HoldUntil, o.No), nil); err != nil {
+		if err := tx.Put(bHolds, holdKey(o.HoldUntil, o.No), nil); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bUserOrds).Put(key(o.OpenID, o.No), nil); err != nil {
+		if err := tx.Put(bUserOrds, key(o.OpenID, o.No), nil); err != nil {
 			return err
 		}
 		return putOrder(tx, o)
@@ -251,8 +275,10 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 	if refusal != nil {
 		return refusal
 	}
-	var v OrderView
-	s.st.db.View(func(tx *bolt.Tx) error { v = s.orderView(tx, o); return nil })
+	v, err := s.viewOrder(r.Context(), o)
+	if err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusCreated, v)
 	return nil
 }
@@ -272,23 +298,36 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var v OrderView
-	s.st.db.View(func(tx *bolt.Tx) error { v = s.orderView(tx, o); return nil })
+	v, err := s.viewOrder(r.Context(), o)
+	if err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, v)
 	return nil
 }
 
 func (s *Server) listOrders(w http.ResponseWriter, r *http.Request) error {
-	out := []OrderView{}
+	var out []OrderView
 	prefix := key(user(r), "")
-	err := s.st.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bUserOrds).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			o, err := getOrder(tx, string(k[len(prefix):]))
+	err := s.st.db.View(r.Context(), func(tx kv.Tx) error {
+		out = []OrderView{}
+		var nos []string
+		if err := kv.ScanPrefix(tx, bUserOrds, prefix, func(k, _ []byte) error {
+			nos = append(nos, string(k[len(prefix):]))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, no := range nos {
+			o, err := getOrder(tx, no)
 			if err != nil {
 				return err
 			}
-			out = append(out, s.orderView(tx, o))
+			v, err := s.orderView(tx, o)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
 		}
 		return nil
 	})
@@ -300,12 +339,19 @@ func (s *Server) listOrders(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) listTickets(w http.ResponseWriter, r *http.Request) error {
-	out := []TicketView{}
+	var out []TicketView
 	prefix := key(user(r), "")
-	err := s.st.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bOwned).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			t, err := getTicket(tx, string(k[len(prefix):]))
+	err := s.st.db.View(r.Context(), func(tx kv.Tx) error {
+		out = []TicketView{}
+		var ids []string
+		if err := kv.ScanPrefix(tx, bOwned, prefix, func(k, _ []byte) error {
+			ids = append(ids, string(k[len(prefix):]))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			t, err := getTicket(tx, id)
 			if err != nil {
 				return err
 			}
@@ -346,7 +392,7 @@ func (s *Server) payOrder(w http.ResponseWriter, r *http.Request) error {
 	// Note the prepay before making it: from now on the hold is not
 	// released without asking WeChat Pay whether it was paid.
 	if !o.Prepaid {
-		err := s.st.db.Update(func(tx *bolt.Tx) error {
+		err := s.st.db.Update(bg, func(tx kv.Tx) error {
 			cur, err := getOrder(tx, o.No)
 			if err != nil {
 				return err
@@ -392,16 +438,17 @@ func truncate(s string, n int) string {
 func (s *Server) SweepHolds(ctx context.Context) error {
 	now := s.cfg.Now()
 	var due []string
-	err := s.st.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bHolds).Cursor()
-		end := uint64(now.UnixNano())
-		for k, _ := c.First(); k != nil && len(k) > 8; k, _ = c.Next() {
-			if binaryU64(k[:8]) > end {
-				break
+	// Holds are keyed by their end first, so the due ones are a range:
+	// every key below the first nanosecond after now.
+	end := binary.BigEndian.AppendUint64(nil, uint64(now.UnixNano())+1)
+	err := s.st.db.View(ctx, func(tx kv.Tx) error {
+		due = nil
+		return tx.Scan(bHolds, nil, end, func(k, _ []byte) error {
+			if len(k) > 8 {
+				due = append(due, string(k[8:]))
 			}
-			due = append(due, string(k[8:]))
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return err
@@ -413,14 +460,6 @@ func (s *Server) SweepHolds(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func binaryU64(b []byte) uint64 {
-	var v uint64
-	for _, c := range b {
-		v = v<<8 | uint64(c)
-	}
-	return v
 }
 
 func (s *Server) settleHold(ctx context.Context, no string, now time.Time) error {
@@ -445,13 +484,15 @@ func (s *Server) settleHold(ctx context.Context, no string, now time.Time) error
 			}
 		}
 	}
-	return s.st.db.Update(func(tx *bolt.Tx) error {
+	var expired int
+	err = s.st.db.Update(bg, func(tx kv.Tx) error {
+		expired = 0
 		o, err := getOrder(tx, no)
 		if err != nil {
 			return err
 		}
 		if o.State != OrderHeld {
-			return tx.Bucket(bHolds).Delete(holdKey(o.HoldUntil, o.No))
+			return tx.Delete(bHolds, holdKey(o.HoldUntil, o.No))
 		}
 		if now.Before(o.HoldUntil) {
 			return nil
@@ -460,25 +501,29 @@ func (s *Server) settleHold(ctx context.Context, no string, now time.Time) error
 		if err := release(tx, o, o.Qty, o.Holders); err != nil {
 			return err
 		}
-		s.log.Info("hold expired", "order", no, "qty", o.Qty)
+		expired = o.Qty
 		return putOrder(tx, o)
 	})
+	if err == nil && expired > 0 {
+		s.log.Info("hold expired", "order", no, "qty", expired)
+	}
+	return err
 }
 
 // release gives back stock and the buyer's and holders' counts.
-func release(tx *bolt.Tx, o *Order, qty int, holders []HolderRec) error {
-	if err := tx.Bucket(bHolds).Delete(holdKey(o.HoldUntil, o.No)); err != nil {
+func release(tx kv.Tx, o *Order, qty int, holders []HolderRec) error {
+	if err := tx.Delete(bHolds, holdKey(o.HoldUntil, o.No)); err != nil {
 		return err
 	}
-	if err := addU64(tx.Bucket(bStock), key(o.Event, o.Type, o.Tier), qty); err != nil {
+	if err := addU64(tx, bStock, key(o.Event, o.Type, o.Tier), qty); err != nil {
 		return err
 	}
-	if err := addU64(tx.Bucket(bUserCount), key(o.Event, o.OpenID), -qty); err != nil {
+	if err := addU64(tx, bUserCount, key(o.Event, o.OpenID), -qty); err != nil {
 		return err
 	}
 	for _, h := range holders {
 		if len(h.IDHash) > 0 {
-			if err := addU64(tx.Bucket(bIDCount), key(o.Event, string(h.IDHash)), -1); err != nil {
+			if err := addU64(tx, bIDCount, key(o.Event, string(h.IDHash)), -1); err != nil {
 				return err
 			}
 		}
@@ -488,26 +533,30 @@ func release(tx *bolt.Tx, o *Order, qty int, holders []HolderRec) error {
 
 // retake takes the stock and counts of an expired order back, for a
 // payment that arrived after its hold ran out; false if they are gone.
-func (s *Server) retake(tx *bolt.Tx, o *Order) (bool, error) {
+func (s *Server) retake(tx kv.Tx, o *Order) (bool, error) {
 	sk := key(o.Event, o.Type, o.Tier)
-	rem, _ := getU64(tx.Bucket(bStock), sk)
-	if rem < uint64(o.Qty) {
-		return false, nil
-	}
-	for _, h := range o.Holders {
-		if n, _ := getU64(tx.Bucket(bIDCount), key(o.Event, string(h.IDHash))); len(h.IDHash) > 0 && int(n)+1 > s.cfg.MaxPerID {
-			return false, nil
-		}
-	}
-	if err := putU64(tx.Bucket(bStock), sk, rem-uint64(o.Qty)); err != nil {
+	rem, err := getU64(tx, bStock, sk)
+	if err != nil || rem < uint64(o.Qty) {
 		return false, err
 	}
-	if err := addU64(tx.Bucket(bUserCount), key(o.Event, o.OpenID), o.Qty); err != nil {
+	for _, h := range o.Holders {
+		if len(h.IDHash) == 0 {
+			continue
+		}
+		n, err := getU64(tx, bIDCount, key(o.Event, string(h.IDHash)))
+		if err != nil || int(n)+1 > s.cfg.MaxPerID {
+			return false, err
+		}
+	}
+	if err := putU64(tx, bStock, sk, rem-uint64(o.Qty)); err != nil {
+		return false, err
+	}
+	if err := addU64(tx, bUserCount, key(o.Event, o.OpenID), o.Qty); err != nil {
 		return false, err
 	}
 	for _, h := range o.Holders {
 		if len(h.IDHash) > 0 {
-			if err := addU64(tx.Bucket(bIDCount), key(o.Event, string(h.IDHash)), 1); err != nil {
+			if err := addU64(tx, bIDCount, key(o.Event, string(h.IDHash)), 1); err != nil {
 				return false, err
 			}
 		}

@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gated-dev/gated/kv"
 	"github.com/gated-dev/gated/wxpay"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Sentinel refusals of a payment; the notification is answered with an
@@ -55,35 +55,32 @@ func (s *Server) settlePayment(ctx context.Context, t *wxpay.Transaction, source
 		return nil
 	}
 	var issue bool
-	err := s.st.db.Update(func(tx *bolt.Tx) error {
-		issue = false
-		o, err := getOrder(tx, t.OutTradeNo)
+	var o *Order
+	var outcome string // what the transaction decided, logged once it committed
+	err := s.st.db.Update(bg, func(tx kv.Tx) (err error) {
+		issue, outcome = false, ""
+		o, err = getOrder(tx, t.OutTradeNo)
 		if errors.Is(err, errNotFound) {
-			s.log.Error("payment for unknown order", "order", t.OutTradeNo, "transaction", t.TransactionID, "source", source)
 			return errUnknownOrder
 		}
 		if err != nil {
 			return err
 		}
 		if t.MchID != s.cfg.MchID || t.AppID != s.cfg.AppID {
-			s.log.Error("payment merchant mismatch", "order", o.No, "transaction", t.TransactionID,
-				"mchid", t.MchID, "appid", t.AppID, "source", source)
 			return errMerchantMismatch
 		}
 		if t.Total != o.Total {
-			s.log.Error("payment amount mismatch", "order", o.No, "transaction", t.TransactionID,
-				"paid", t.Total, "total", o.Total, "source", source)
 			return errAmountMismatch
 		}
-		if prev := tx.Bucket(bPayments).Get([]byte(t.TransactionID)); prev != nil {
+		if seen, err := has(tx, bPayments, []byte(t.TransactionID)); err != nil || seen {
 			issue = o.State == OrderPaid && !o.Issued
-			return nil // seen: the same payment again
+			return err // seen: the same payment again
 		}
 		now := s.cfg.Now().UTC()
 		switch o.State {
 		case OrderHeld:
 			o.State = OrderPaid
-			if err := tx.Bucket(bHolds).Delete(holdKey(o.HoldUntil, o.No)); err != nil {
+			if err := tx.Delete(bHolds, holdKey(o.HoldUntil, o.No)); err != nil {
 				return err
 			}
 		case OrderExpired:
@@ -92,13 +89,11 @@ func (s *Server) settlePayment(ctx context.Context, t *wxpay.Transaction, source
 				return err
 			}
 			if ok {
-				o.State = OrderPaid
-				s.log.Warn("late payment took its stock back", "order", o.No)
+				o.State, outcome = OrderPaid, "late payment took its stock back"
 			} else {
-				o.State = OrderPaidNoStock
-				s.log.Error("late payment, stock gone: refunding in full", "order", o.No, "transaction", t.TransactionID)
+				o.State, outcome = OrderPaidNoStock, "late payment, stock gone: refunding in full"
 				rf := &RefundRec{No: "R" + o.No + "-ALL", Order: o.No, Amount: o.Total, Total: o.Total, Created: now}
-				if err := putJSON(tx.Bucket(bRefunds), []byte(rf.No), rf); err != nil {
+				if err := putJSON(tx, bRefunds, []byte(rf.No), rf); err != nil {
 					return err
 				}
 			}
@@ -106,22 +101,41 @@ func (s *Server) settlePayment(ctx context.Context, t *wxpay.Transaction, source
 			// WeChat Pay takes one payment per out_trade_no; a second
 			// transaction id means something is badly wrong: keep it for a
 			// person to refund by hand.
-			s.log.Error("second payment for an order", "order", o.No, "transaction", t.TransactionID, "first", o.TransactionID)
-			return tx.Bucket(bPayments).Put([]byte(t.TransactionID), []byte(o.No))
+			outcome = "second payment for an order"
+			return tx.Put(bPayments, []byte(t.TransactionID), []byte(o.No))
 		}
 		o.TransactionID, o.PaidAt = t.TransactionID, now
-		if err := tx.Bucket(bPayments).Put([]byte(t.TransactionID), []byte(o.No)); err != nil {
+		if err := tx.Put(bPayments, []byte(t.TransactionID), []byte(o.No)); err != nil {
 			return err
 		}
 		if o.State == OrderPaid {
 			issue = true
-			if err := tx.Bucket(bPending).Put([]byte(o.No), nil); err != nil {
+			if err := tx.Put(bPending, []byte(o.No), nil); err != nil {
 				return err
 			}
 		}
-		s.log.Info("payment recorded", "order", o.No, "transaction", t.TransactionID, "total", t.Total, "source", source)
+		if outcome == "" {
+			outcome = "payment recorded"
+		}
 		return putOrder(tx, o)
 	})
+	switch {
+	case errors.Is(err, errUnknownOrder):
+		s.log.Error("payment for unknown order", "order", t.OutTradeNo, "transaction", t.TransactionID, "source", source)
+	case errors.Is(err, errMerchantMismatch):
+		s.log.Error("payment merchant mismatch", "order", t.OutTradeNo, "transaction", t.TransactionID,
+			"mchid", t.MchID, "appid", t.AppID, "source", source)
+	case errors.Is(err, errAmountMismatch):
+		s.log.Error("payment amount mismatch", "order", t.OutTradeNo, "transaction", t.TransactionID,
+			"paid", t.Total, "total", o.Total, "source", source)
+	case err != nil:
+	case outcome == "payment recorded":
+		s.log.Info(outcome, "order", o.No, "transaction", t.TransactionID, "total", t.Total, "source", source)
+	case outcome == "late payment took its stock back":
+		s.log.Warn(outcome, "order", o.No, "transaction", t.TransactionID, "source", source)
+	case outcome != "":
+		s.log.Error(outcome, "order", o.No, "transaction", t.TransactionID, "first", o.TransactionID, "source", source)
+	}
 	if err != nil || !issue {
 		return err
 	}
@@ -167,7 +181,7 @@ func (s *Server) issueOrder(ctx context.Context, no string) error {
 	}
 	if err != nil {
 		issueErr := err
-		if err := s.st.db.Update(func(tx *bolt.Tx) error {
+		if err := s.st.db.Update(bg, func(tx kv.Tx) error {
 			cur, err := getOrder(tx, no)
 			if err != nil {
 				return err
@@ -180,7 +194,7 @@ func (s *Server) issueOrder(ctx context.Context, no string) error {
 		return issueErr
 	}
 	now := s.cfg.Now().UTC()
-	err = s.st.db.Update(func(tx *bolt.Tx) error {
+	err = s.st.db.Update(bg, func(tx kv.Tx) error {
 		cur, err := getOrder(tx, no)
 		if err != nil {
 			return err
@@ -197,12 +211,12 @@ func (s *Server) issueOrder(ctx context.Context, no string) error {
 			if err := putTicket(tx, t); err != nil {
 				return err
 			}
-			if err := tx.Bucket(bOwned).Put(key(t.Owner, t.ID), nil); err != nil {
+			if err := tx.Put(bOwned, key(t.Owner, t.ID), nil); err != nil {
 				return err
 			}
 			cur.Tickets = append(cur.Tickets, it.ID)
 		}
-		if err := tx.Bucket(bPending).Delete([]byte(no)); err != nil {
+		if err := tx.Delete(bPending, []byte(no)); err != nil {
 			return err
 		}
 		return putOrder(tx, cur)
@@ -240,16 +254,23 @@ func (s *Server) rebind(h HolderRec, from, to []byte) (HolderRec, error) {
 func (s *Server) Reconcile(ctx context.Context) error {
 	now := s.cfg.Now()
 	var held, pending, refunds, moving []string
-	err := s.st.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bHolds).Cursor()
-		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+	err := s.st.db.View(ctx, func(tx kv.Tx) error {
+		held, pending, refunds, moving = nil, nil, nil, nil
+		if err := tx.Scan(bHolds, nil, nil, func(k, _ []byte) error {
 			if len(k) > 8 {
 				held = append(held, string(k[8:]))
 			}
+			return nil
+		}); err != nil {
+			return err
 		}
-		tx.Bucket(bPending).ForEach(func(k, _ []byte) error { pending = append(pending, string(k)); return nil })
-		tx.Bucket(bMoving).ForEach(func(k, _ []byte) error { moving = append(moving, string(k)); return nil })
-		return tx.Bucket(bRefunds).ForEach(func(k, v []byte) error {
+		if err := tx.Scan(bPending, nil, nil, func(k, _ []byte) error { pending = append(pending, string(k)); return nil }); err != nil {
+			return err
+		}
+		if err := tx.Scan(bMoving, nil, nil, func(k, _ []byte) error { moving = append(moving, string(k)); return nil }); err != nil {
+			return err
+		}
+		return tx.Scan(bRefunds, nil, nil, func(k, v []byte) error {
 			var rf RefundRec
 			if err := json.Unmarshal(v, &rf); err != nil {
 				return err

@@ -1,13 +1,12 @@
 package sales
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/gated-dev/gated/kv"
 	"github.com/gated-dev/gated/realname"
-	bolt "go.etcd.io/bbolt"
 )
 
 // PurgeRealNames deletes the names, id numbers and id hashes of every
@@ -20,53 +19,73 @@ func (s *Server) PurgeRealNames() (int, error) {
 		if !ev.RealName || !ret.Due(ev.Ends, now) {
 			continue
 		}
-		err := s.st.db.Update(func(tx *bolt.Tx) error {
-			if tx.Bucket(bPurged).Get([]byte(ev.ID)) != nil {
-				return nil
+		var cleared int
+		err := s.st.db.Update(bg, func(tx kv.Tx) error {
+			cleared = 0
+			if done, err := has(tx, bPurged, []byte(ev.ID)); err != nil || done {
+				return err
 			}
-			c := tx.Bucket(bTickets).Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
+			// Collect first, write after: a scan's bucket is not written
+			// during the scan.
+			var ts []TicketRec
+			if err := tx.Scan(bTickets, nil, nil, func(_, v []byte) error {
 				var t TicketRec
 				if err := json.Unmarshal(v, &t); err != nil {
 					return err
 				}
-				if t.Event != ev.ID || len(t.Holder.IDHash)+len(t.Holder.Sealed) == 0 {
-					continue
+				if t.Event == ev.ID && len(t.Holder.IDHash)+len(t.Holder.Sealed) > 0 {
+					ts = append(ts, t)
 				}
-				t.Holder = HolderRec{}
-				if err := putTicket(tx, &t); err != nil {
+				return nil
+			}); err != nil {
+				return err
+			}
+			for i := range ts {
+				ts[i].Holder = HolderRec{}
+				if err := putTicket(tx, &ts[i]); err != nil {
 					return err
 				}
-				n++
+				cleared++
 			}
-			c = tx.Bucket(bOrders).Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
+			var os []Order
+			if err := tx.Scan(bOrders, nil, nil, func(_, v []byte) error {
 				var o Order
 				if err := json.Unmarshal(v, &o); err != nil {
 					return err
 				}
-				if o.Event != ev.ID || len(o.Holders) == 0 {
-					continue
+				if o.Event == ev.ID && len(o.Holders) > 0 {
+					os = append(os, o)
 				}
-				n += len(o.Holders)
-				o.Holders = nil
-				if err := putOrder(tx, &o); err != nil {
+				return nil
+			}); err != nil {
+				return err
+			}
+			for i := range os {
+				cleared += len(os[i].Holders)
+				os[i].Holders = nil
+				if err := putOrder(tx, &os[i]); err != nil {
 					return err
 				}
 			}
-			prefix := key(ev.ID, "")
-			ic := tx.Bucket(bIDCount).Cursor()
-			for k, _ := ic.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = ic.Seek(prefix) {
-				if err := ic.Delete(); err != nil {
+			var ids [][]byte
+			if err := kv.ScanPrefix(tx, bIDCount, key(ev.ID, ""), func(k, _ []byte) error {
+				ids = append(ids, append([]byte(nil), k...))
+				return nil
+			}); err != nil {
+				return err
+			}
+			for _, k := range ids {
+				if err := tx.Delete(bIDCount, k); err != nil {
 					return err
 				}
 			}
-			return tx.Bucket(bPurged).Put([]byte(ev.ID), []byte(now.UTC().Format(time.RFC3339)))
+			return tx.Put(bPurged, []byte(ev.ID), []byte(now.UTC().Format(time.RFC3339)))
 		})
 		if err != nil {
 			return n, fmt.Errorf("purge %s: %w", ev.ID, err)
 		}
-		s.log.Info("real-name records purged", "event", ev.ID, "records", n)
+		n += cleared
+		s.log.Info("real-name records purged", "event", ev.ID, "records", cleared)
 	}
 	return n, nil
 }
@@ -75,21 +94,23 @@ func (s *Server) PurgeRealNames() (int, error) {
 func (s *Server) PurgeSessions() (int, error) {
 	now := s.cfg.Now()
 	n := 0
-	err := s.st.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bSessions).Cursor()
-		for k, v := c.First(); k != nil; {
+	err := s.st.db.Update(bg, func(tx kv.Tx) error {
+		var old [][]byte
+		if err := tx.Scan(bSessions, nil, nil, func(k, v []byte) error {
 			var sess Session
-			if json.Unmarshal(v, &sess) == nil && now.Before(sess.Expires) {
-				k, v = c.Next()
-				continue
+			if json.Unmarshal(v, &sess) != nil || !now.Before(sess.Expires) {
+				old = append(old, append([]byte(nil), k...))
 			}
-			next := append([]byte(nil), k...)
-			if err := c.Delete(); err != nil {
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, k := range old {
+			if err := tx.Delete(bSessions, k); err != nil {
 				return err
 			}
-			n++
-			k, v = c.Seek(next)
 		}
+		n = len(old)
 		return nil
 	})
 	return n, err

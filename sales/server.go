@@ -44,9 +44,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gated-dev/gated/kv"
 	"github.com/gated-dev/gated/realname"
 	"github.com/gated-dev/gated/wxpay"
-	bolt "go.etcd.io/bbolt"
 )
 
 // Payments is the part of WeChat Pay the server uses; *wxpay.Pay has it.
@@ -304,13 +304,7 @@ func (s *Server) session(r *http.Request) (string, error) {
 		return "", problem(http.StatusUnauthorized, "unauthenticated", "Sign in first: call wx.login and POST its code to /api/v1/login.")
 	}
 	var sess Session
-	err := s.st.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bSessions).Get(tokenKey(tok))
-		if v == nil {
-			return errNotFound
-		}
-		return json.Unmarshal(v, &sess)
-	})
+	err := s.st.db.View(r.Context(), func(tx kv.Tx) error { return getJSON(tx, bSessions, tokenKey(tok), &sess) })
 	if errors.Is(err, errNotFound) || err == nil && !s.cfg.Now().Before(sess.Expires) {
 		return "", problem(http.StatusUnauthorized, "session_expired", "Your sign-in has expired or is unknown; sign in again.")
 	}
@@ -352,8 +346,8 @@ func (s *Server) loginHandler(w http.ResponseWriter, r *http.Request) error {
 	exp := s.cfg.Now().Add(time.Duration(s.cfg.SessionTTL)).UTC()
 	// The token itself is never stored, only its hash: a copy of the
 	// database signs no one in.
-	err = s.st.db.Batch(func(tx *bolt.Tx) error {
-		return putJSON(tx.Bucket(bSessions), tokenKey(tok), Session{OpenID: sess.OpenID, Expires: exp})
+	err = s.st.db.Batch(bg, func(tx kv.Tx) error {
+		return putJSON(tx, bSessions, tokenKey(tok), Session{OpenID: sess.OpenID, Expires: exp})
 	})
 	if err != nil {
 		return err
@@ -392,30 +386,38 @@ type TierView struct {
 	OnSale    bool   `json:"on_sale"`
 }
 
-func (s *Server) eventView(tx *bolt.Tx, ev *Event, now time.Time) EventView {
+func (s *Server) eventView(tx kv.Tx, ev *Event, now time.Time) (EventView, error) {
 	v := EventView{ID: ev.ID, Name: ev.Name, DoorsOpen: ev.DoorsOpen, Ends: ev.Ends, RealName: ev.RealName, Rotating: ev.Rotating}
 	for _, tt := range ev.Types {
 		t := TypeView{ID: tt.ID, Name: tt.Name, Zone: tt.Zone}
 		for _, tr := range tt.Tiers {
-			rem, _ := getU64(tx.Bucket(bStock), key(ev.ID, tt.ID, tr.ID))
+			rem, err := getU64(tx, bStock, key(ev.ID, tt.ID, tr.ID))
+			if err != nil {
+				return v, err
+			}
 			t.Tiers = append(t.Tiers, TierView{ID: tr.ID, Name: tr.Name, Price: tr.Price, Remaining: int(rem),
 				OnSale: onSale(&tr, now) && now.Before(ev.Ends)})
 		}
 		v.Types = append(v.Types, t)
 	}
-	return v
+	return v, nil
 }
 
 func onSale(tr *Tier, now time.Time) bool {
 	return (tr.OnSale.IsZero() || !now.Before(tr.OnSale)) && (tr.OffSale.IsZero() || now.Before(tr.OffSale))
 }
 
-func (s *Server) listEvents(w http.ResponseWriter, _ *http.Request) error {
-	out := []EventView{}
+func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) error {
+	var out []EventView
 	now := s.cfg.Now()
-	err := s.st.db.View(func(tx *bolt.Tx) error {
+	err := s.st.db.View(r.Context(), func(tx kv.Tx) error {
+		out = []EventView{}
 		for i := range s.cfg.Events {
-			out = append(out, s.eventView(tx, &s.cfg.Events[i], now))
+			v, err := s.eventView(tx, &s.cfg.Events[i], now)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
 		}
 		return nil
 	})
@@ -432,7 +434,7 @@ func (s *Server) getEvent(w http.ResponseWriter, r *http.Request) error {
 		return problem(http.StatusNotFound, "unknown_event", "There is no event %q on sale.", r.PathValue("id"))
 	}
 	var v EventView
-	err := s.st.db.View(func(tx *bolt.Tx) error { v = s.eventView(tx, ev, s.cfg.Now()); return nil })
+	err := s.st.db.View(r.Context(), func(tx kv.Tx) (err error) { v, err = s.eventView(tx, ev, s.cfg.Now()); return err })
 	if err != nil {
 		return err
 	}

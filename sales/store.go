@@ -1,35 +1,42 @@
 package sales
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/gated-dev/gated/kv"
+	"github.com/gated-dev/gated/kv/boltkv"
 )
 
-// Buckets of sales.db. Keys that combine parts separate them with 0x00,
-// which no id contains.
-var (
-	bStock     = []byte("stock")        // event\0type\0tier -> remaining (uint64)
-	bQuota     = []byte("quota")        // event\0type\0tier -> configured quota (uint64)
-	bOrders    = []byte("orders")       // order no -> Order
-	bHolds     = []byte("holds")        // hold-until (unix nanos, 8 bytes) || order no -> nil
-	bUserOrds  = []byte("userorders")   // openid\0no -> nil
-	bTickets   = []byte("tickets")      // ticket id -> TicketRec
-	bOwned     = []byte("owned")        // openid\0ticket id -> nil
-	bUserCount = []byte("usercount")    // event\0openid -> tickets bought (uint64)
-	bIDCount   = []byte("idcount")      // event\0id hmac -> tickets held (uint64)
-	bSessions  = []byte("sessions")     // sha256(token) -> Session
-	bPayments  = []byte("payments")     // transaction_id -> order no
-	bRefunds   = []byte("refunds")      // out_refund_no -> RefundRec
-	bTransfers = []byte("transfers")    // transfer code -> TransferRec
-	bPurged    = []byte("purged")       // event -> purge time
-	bMoving    = []byte("transferring") // ticket id -> nil: transfer accepted, not yet re-issued
-	bPending   = []byte("pending")      // order no -> nil: paid, tickets not yet issued
+// Buckets of the sales store (kv buckets). Keys that combine parts
+// separate them with 0x00, which no id contains.
+const (
+	bStock     = "stock"        // event\0type\0tier -> remaining (uint64)
+	bQuota     = "quota"        // event\0type\0tier -> configured quota (uint64)
+	bOrders    = "orders"       // order no -> Order
+	bHolds     = "holds"        // hold-until (unix nanos, 8 bytes) || order no -> nil
+	bUserOrds  = "userorders"   // openid\0no -> nil
+	bTickets   = "tickets"      // ticket id -> TicketRec
+	bOwned     = "owned"        // openid\0ticket id -> nil
+	bUserCount = "usercount"    // event\0openid -> tickets bought (uint64)
+	bIDCount   = "idcount"      // event\0id hmac -> tickets held (uint64)
+	bSessions  = "sessions"     // sha256(token) -> Session
+	bPayments  = "payments"     // transaction_id -> order no
+	bRefunds   = "refunds"      // out_refund_no -> RefundRec
+	bTransfers = "transfers"    // transfer code -> TransferRec
+	bPurged    = "purged"       // event -> purge time
+	bMoving    = "transferring" // ticket id -> nil: transfer accepted, not yet re-issued
+	bPending   = "pending"      // order no -> nil: paid, tickets not yet issued
 )
+
+// Buckets lists every bucket of the sales store, for copying a store to
+// another backend (kv.Copy).
+var Buckets = []string{bStock, bQuota, bOrders, bHolds, bUserOrds, bTickets, bOwned, bUserCount, bIDCount,
+	bSessions, bPayments, bRefunds, bTransfers, bPurged, bMoving, bPending}
 
 // Order states.
 const (
@@ -141,48 +148,57 @@ type Session struct {
 	Expires time.Time `json:"expires"`
 }
 
-// Store is the sales database, one bbolt file. Its methods are safe for
-// concurrent use; every decision that must not be made twice (stock,
-// limits, a payment, a refund) is made inside one transaction.
+// Store is the sales books in a kv store: bbolt on one machine
+// (OpenStore), PostgreSQL when the centre must outlive one (NewStore with
+// a kv/pgkv DB). Its methods are safe for concurrent use; every decision
+// that must not be made twice (stock, limits, a payment, a refund) is made
+// inside one transaction, and every transaction function may run more
+// than once (kv's contract), so each starts from what it reads.
 type Store struct {
-	db *bolt.DB
+	db kv.DB
 }
 
-// OpenStore opens or creates the sales database at path.
+// OpenStore opens or creates the sales books in the bbolt file at path.
 func OpenStore(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err := boltkv.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open sales store %s: %w", path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bStock, bQuota, bOrders, bHolds, bUserOrds, bTickets, bOwned, bUserCount, bIDCount,
-			bSessions, bPayments, bRefunds, bTransfers, bPurged, bPending, bMoving} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		db.Close()
-		return nil, err
+		return nil, fmt.Errorf("open sales store: %w", err)
 	}
 	return &Store{db: db}, nil
 }
 
-// Close closes the database.
+// NewStore keeps the sales books in db, which the Store then owns (Close
+// closes it).
+func NewStore(db kv.DB) *Store { return &Store{db: db} }
+
+// Close closes the store.
 func (s *Store) Close() error { return s.db.Close() }
+
+// DB returns the kv store the books are in.
+func (s *Store) DB() kv.DB { return s.db }
+
+// bg is the context of store calls made on behalf of work that must not
+// be abandoned half way by a caller going away (a buyer's connection
+// closing while a payment is recorded): the transaction finishes or rolls
+// back on its own terms.
+var bg = context.Background()
 
 // syncStock sets up stock for every tier; a quota changed in the config
 // moves the remaining stock by the difference, never below zero.
 func (s *Store) syncStock(events []Event) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(bg, func(tx kv.Tx) error {
 		for _, ev := range events {
 			for _, tt := range ev.Types {
 				for _, tr := range tt.Tiers {
 					k := key(ev.ID, tt.ID, tr.ID)
-					old, had := getU64(tx.Bucket(bQuota), k)
-					rem, _ := getU64(tx.Bucket(bStock), k)
+					old, had, err := lookU64(tx, bQuota, k)
+					if err != nil {
+						return err
+					}
+					rem, err := getU64(tx, bStock, k)
+					if err != nil {
+						return err
+					}
 					q := uint64(tr.Quota)
 					switch {
 					case !had:
@@ -194,10 +210,10 @@ func (s *Store) syncStock(events []Event) error {
 					default:
 						rem -= old - q
 					}
-					if err := putU64(tx.Bucket(bQuota), k, q); err != nil {
+					if err := putU64(tx, bQuota, k, q); err != nil {
 						return err
 					}
-					if err := putU64(tx.Bucket(bStock), k, rem); err != nil {
+					if err := putU64(tx, bStock, k, rem); err != nil {
 						return err
 					}
 				}
@@ -210,44 +226,37 @@ func (s *Store) syncStock(events []Event) error {
 // Remaining returns the unsold stock of a tier.
 func (s *Store) Remaining(event, typ, tier string) (int, error) {
 	var n uint64
-	err := s.db.View(func(tx *bolt.Tx) error { n, _ = getU64(tx.Bucket(bStock), key(event, typ, tier)); return nil })
+	err := s.db.View(bg, func(tx kv.Tx) (err error) { n, err = getU64(tx, bStock, key(event, typ, tier)); return err })
 	return int(n), err
 }
 
 // Order returns an order.
 func (s *Store) Order(no string) (*Order, error) {
 	var o *Order
-	err := s.db.View(func(tx *bolt.Tx) (err error) { o, err = getOrder(tx, no); return err })
+	err := s.db.View(bg, func(tx kv.Tx) (err error) { o, err = getOrder(tx, no); return err })
 	return o, err
 }
 
 // Ticket returns a ticket.
 func (s *Store) Ticket(id string) (*TicketRec, error) {
 	var t *TicketRec
-	err := s.db.View(func(tx *bolt.Tx) (err error) { t, err = getTicket(tx, id); return err })
+	err := s.db.View(bg, func(tx kv.Tx) (err error) { t, err = getTicket(tx, id); return err })
 	return t, err
 }
 
 // Refund returns a refund record.
 func (s *Store) Refund(no string) (*RefundRec, error) {
 	var r *RefundRec
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bRefunds).Get([]byte(no))
-		if v == nil {
-			return errNotFound
-		}
-		r = new(RefundRec)
-		return json.Unmarshal(v, r)
-	})
+	err := s.db.View(bg, func(tx kv.Tx) (err error) { r, err = getRefund(tx, no); return err })
 	return r, err
 }
 
 // Counts sums orders by state and tickets by state, for checks and the
 // benchmark.
 func (s *Store) Counts() (orders, tickets map[string]int, err error) {
-	orders, tickets = map[string]int{}, map[string]int{}
-	err = s.db.View(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bOrders).ForEach(func(_, v []byte) error {
+	err = s.db.View(bg, func(tx kv.Tx) error {
+		orders, tickets = map[string]int{}, map[string]int{}
+		if err := tx.Scan(bOrders, nil, nil, func(_, v []byte) error {
 			var o Order
 			if err := json.Unmarshal(v, &o); err != nil {
 				return err
@@ -257,7 +266,7 @@ func (s *Store) Counts() (orders, tickets map[string]int, err error) {
 		}); err != nil {
 			return err
 		}
-		return tx.Bucket(bTickets).ForEach(func(_, v []byte) error {
+		return tx.Scan(bTickets, nil, nil, func(_, v []byte) error {
 			var t TicketRec
 			if err := json.Unmarshal(v, &t); err != nil {
 				return err
@@ -282,57 +291,91 @@ func key(parts ...string) []byte {
 	return b
 }
 
-func getU64(b *bolt.Bucket, k []byte) (uint64, bool) {
-	v := b.Get(k)
-	if len(v) != 8 {
-		return 0, false
+// lookU64 reads a counter and says whether it was there.
+func lookU64(tx kv.Tx, bucket string, k []byte) (uint64, bool, error) {
+	v, err := tx.Get(bucket, k)
+	if err != nil || len(v) != 8 {
+		return 0, false, err
 	}
-	return binary.BigEndian.Uint64(v), true
+	return binary.BigEndian.Uint64(v), true, nil
 }
 
-func putU64(b *bolt.Bucket, k []byte, v uint64) error {
-	return b.Put(k, binary.BigEndian.AppendUint64(nil, v))
+// getU64 reads a counter; a missing one is 0.
+func getU64(tx kv.Tx, bucket string, k []byte) (uint64, error) {
+	v, _, err := lookU64(tx, bucket, k)
+	return v, err
+}
+
+func putU64(tx kv.Tx, bucket string, k []byte, v uint64) error {
+	return tx.Put(bucket, k, binary.BigEndian.AppendUint64(nil, v))
 }
 
 // addU64 adds d to a counter, flooring at zero, and deletes it at zero.
-func addU64(b *bolt.Bucket, k []byte, d int) error {
-	v, _ := getU64(b, k)
+func addU64(tx kv.Tx, bucket string, k []byte, d int) error {
+	v, err := getU64(tx, bucket, k)
+	if err != nil {
+		return err
+	}
 	n := int64(v) + int64(d)
 	if n <= 0 {
-		return b.Delete(k)
+		return tx.Delete(bucket, k)
 	}
-	return putU64(b, k, uint64(n))
+	return putU64(tx, bucket, k, uint64(n))
 }
 
-func putJSON(b *bolt.Bucket, k []byte, v any) error {
+func putJSON(tx kv.Tx, bucket string, k []byte, v any) error {
 	j, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return b.Put(k, j)
+	return tx.Put(bucket, k, j)
 }
 
-func getOrder(tx *bolt.Tx, no string) (*Order, error) {
-	v := tx.Bucket(bOrders).Get([]byte(no))
-	if v == nil {
-		return nil, errNotFound
+// getJSON decodes the value of k into v; errNotFound when there is none.
+func getJSON(tx kv.Tx, bucket string, k []byte, v any) error {
+	b, err := tx.Get(bucket, k)
+	if err != nil {
+		return err
 	}
+	if b == nil {
+		return errNotFound
+	}
+	return json.Unmarshal(b, v)
+}
+
+// has reports whether bucket holds k.
+func has(tx kv.Tx, bucket string, k []byte) (bool, error) {
+	v, err := tx.Get(bucket, k)
+	return v != nil, err
+}
+
+func getOrder(tx kv.Tx, no string) (*Order, error) {
 	var o Order
-	return &o, json.Unmarshal(v, &o)
-}
-
-func putOrder(tx *bolt.Tx, o *Order) error { return putJSON(tx.Bucket(bOrders), []byte(o.No), o) }
-
-func getTicket(tx *bolt.Tx, id string) (*TicketRec, error) {
-	v := tx.Bucket(bTickets).Get([]byte(id))
-	if v == nil {
-		return nil, errNotFound
+	if err := getJSON(tx, bOrders, []byte(no), &o); err != nil {
+		return nil, err
 	}
-	var t TicketRec
-	return &t, json.Unmarshal(v, &t)
+	return &o, nil
 }
 
-func putTicket(tx *bolt.Tx, t *TicketRec) error { return putJSON(tx.Bucket(bTickets), []byte(t.ID), t) }
+func putOrder(tx kv.Tx, o *Order) error { return putJSON(tx, bOrders, []byte(o.No), o) }
+
+func getTicket(tx kv.Tx, id string) (*TicketRec, error) {
+	var t TicketRec
+	if err := getJSON(tx, bTickets, []byte(id), &t); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+func putTicket(tx kv.Tx, t *TicketRec) error { return putJSON(tx, bTickets, []byte(t.ID), t) }
+
+func getRefund(tx kv.Tx, no string) (*RefundRec, error) {
+	var r RefundRec
+	if err := getJSON(tx, bRefunds, []byte(no), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
 
 func holdKey(until time.Time, no string) []byte {
 	return append(binary.BigEndian.AppendUint64(nil, uint64(until.UnixNano())), no...)

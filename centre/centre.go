@@ -43,6 +43,8 @@ var (
 	ErrNotInitialised = errors.New("not a gatesync directory")
 	ErrExists         = errors.New("directory already initialised")
 	ErrNoTicket       = errors.New("no such ticket")
+	// ErrInUse: another process (gatesync serve) holds central.db open.
+	ErrInUse = errors.New("in use by another gatesync process")
 )
 
 // Centre is an open centre directory.
@@ -119,7 +121,7 @@ func Open(dir string, now func() time.Time) (*Centre, error) {
 	}
 	db, err := bolt.Open(filepath.Join(dir, DBFile), 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if errors.Is(err, bolterr.ErrTimeout) {
-		return nil, fmt.Errorf("%s is in use by another gatesync process (while gatesync serve runs, pass --server URL to issue and revoke)", filepath.Join(dir, DBFile))
+		return nil, fmt.Errorf("%s is %w (while gatesync serve runs, pass --server URL to issue and revoke)", filepath.Join(dir, DBFile), ErrInUse)
 	}
 	if err != nil {
 		return nil, err

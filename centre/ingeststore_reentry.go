@@ -29,17 +29,9 @@ func (c *Centre) ShareReentry() (int, error) {
 		return 0, nil
 	}
 	var ids []verify.TicketID
-	err := c.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bTickets).ForEach(func(_, v []byte) error {
-			var t Ticket
-			if err := json.Unmarshal(v, &t); err != nil {
-				return err
-			}
-			if t.Flags&verify.FlagReentry != 0 {
-				ids = append(ids, t.ID)
-			}
-			return nil
-		})
+	err := c.db.View(func(tx *bolt.Tx) (err error) {
+		ids, err = reentryTickets(tx)
+		return err
 	})
 	if err != nil {
 		return 0, err
@@ -75,4 +67,20 @@ func (c *Centre) ShareReentryDelta(d *wire.Delta) error {
 		return nil
 	}
 	return rb.NoteReentry(ids)
+}
+
+// reentryTickets lists the tickets of central.db that allow re-entry.
+func reentryTickets(tx *bolt.Tx) ([]verify.TicketID, error) {
+	var ids []verify.TicketID
+	err := tx.Bucket(bTickets).ForEach(func(_, v []byte) error {
+		var t Ticket
+		if err := json.Unmarshal(v, &t); err != nil {
+			return err
+		}
+		if t.Flags&verify.FlagReentry != 0 {
+			ids = append(ids, t.ID)
+		}
+		return nil
+	})
+	return ids, err
 }

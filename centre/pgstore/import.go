@@ -1,0 +1,179 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gated-dev/gated/centre"
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNotEmpty is returned by Import when the books already hold records.
+var ErrNotEmpty = errors.New("the books in PostgreSQL are not empty")
+
+// Imported counts what Import stored.
+type Imported struct {
+	Entries, Streams, Uses, Conflicts, Gates, Reentry int
+	// LastN is the highest record number the books hold after the import;
+	// the next entry ingested gets a higher one.
+	LastN uint64
+}
+
+// Import loads books that another store exports (centre.BoltIngest's
+// Export, centre.Centre's ExportBooks) into these, which must hold no
+// entry, stream, first admission, conflict or gate state (re-entry
+// tickets may be there already: a primary shares them on start). export
+// is called once and calls put with each chunk in turn.
+//
+// Everything is stored in one transaction, committed when export returns
+// nil: on any error the books are left as they were, so a failed move can
+// simply be run again. The tables are locked meanwhile (an instance
+// already serving these books waits, and finds them filled). Each row goes
+// in under the same constraints as ingest, keeping its number: records
+// and conflicts keep N, so paging by N goes on where the old store left
+// off, and the counters are advanced past the highest number imported.
+// Received times are kept to the microsecond, PostgreSQL's precision.
+func (s *Store) Import(ctx context.Context, export func(put func(*centre.Books) error) error) (Imported, error) {
+	var st Imported
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		st = Imported{}
+		if _, err := tx.Exec(ctx, `LOCK TABLE ingest_counters, streams, entries, uses, conflicts, gates, reentry_tickets IN EXCLUSIVE MODE`); err != nil {
+			return err
+		}
+		if err := checkEmpty(ctx, tx); err != nil {
+			return err
+		}
+		var entrySeq, conflictSeq uint64
+		err := export(func(b *centre.Books) error {
+			entrySeq, conflictSeq = max(entrySeq, b.EntrySeq), max(conflictSeq, b.ConflictSeq)
+			return importChunk(ctx, tx, b, &st)
+		})
+		if err != nil {
+			return err
+		}
+		var last int64
+		if err := tx.QueryRow(ctx, `UPDATE ingest_counters SET value = greatest(value, $1, (SELECT coalesce(max(n), 0) FROM entries))
+			WHERE name = 'entries' RETURNING value`, int64(entrySeq)).Scan(&last); err != nil {
+			return err
+		}
+		st.LastN = uint64(last)
+		_, err = tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('conflicts', 'n'), m)
+			FROM (SELECT greatest($1, coalesce(max(n), 0)) AS m FROM conflicts) x WHERE m > 0`, int64(conflictSeq))
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotEmpty) {
+			return Imported{}, err
+		}
+		return Imported{}, fmt.Errorf("postgres import: %w", err)
+	}
+	return st, nil
+}
+
+// checkEmpty fails with ErrNotEmpty, saying what is there, unless the
+// books hold nothing.
+func checkEmpty(ctx context.Context, tx pgx.Tx) error {
+	var have []string
+	for _, t := range []struct{ table, what string }{
+		{"entries", "entries"}, {"gates", "gates"}, {"conflicts", "conflicts"}, {"streams", "gate streams"}, {"uses", "first admissions"},
+	} {
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+t.table).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			have = append(have, fmt.Sprintf("%d %s", n, t.what))
+		}
+	}
+	if len(have) > 0 {
+		return fmt.Errorf("%w: they hold %s", ErrNotEmpty, strings.Join(have, ", "))
+	}
+	return nil
+}
+
+func importChunk(ctx context.Context, tx pgx.Tx, b *centre.Books, st *Imported) error {
+	if k := len(b.Entries); k > 0 {
+		ns, seqs, offs := make([]int64, k), make([]int64, k), make([]int64, k)
+		venues, gates, insts, ids, docs := make([]string, k), make([]string, k), make([]string, k), make([]string, k), make([]string, k)
+		ats := make([]time.Time, k)
+		for i, e := range b.Entries {
+			ns[i], venues[i], gates[i], insts[i], seqs[i] = int64(e.N), e.Venue, e.Gate, e.Instance, int64(e.Seq)
+			ids[i], ats[i], offs[i], docs[i] = e.ID, e.ReceivedAt, e.ClockOffsetMs, string(e.Entry)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO entries (n, venue, gate, instance, seq, id, received_at, clock_offset_ms, entry)
+			SELECT n, v, g, i, s, id, r, c, e::json FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+				$6::text[], $7::timestamptz[], $8::bigint[], $9::text[]) AS x(n, v, g, i, s, id, r, c, e)`,
+			ns, venues, gates, insts, seqs, ids, ats, offs, docs); err != nil {
+			return fmt.Errorf("entries: %w", err)
+		}
+		st.Entries += k
+	}
+	if k := len(b.Streams); k > 0 {
+		gates, insts, to := make([]string, k), make([]string, k), make([]int64, k)
+		for i, x := range b.Streams {
+			gates[i], insts[i], to[i] = x.Gate, x.Instance, int64(x.StoredTo)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO streams (gate, instance, stored_to) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])`,
+			gates, insts, to); err != nil {
+			return fmt.Errorf("streams: %w", err)
+		}
+		st.Streams += k
+	}
+	if k := len(b.Uses); k > 0 {
+		tickets, docs := make([][]byte, k), make([]string, k)
+		for i, u := range b.Uses {
+			doc, err := json.Marshal(u.First)
+			if err != nil {
+				return err
+			}
+			tickets[i], docs[i] = u.Ticket[:], string(doc)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO uses (ticket, first) SELECT t, f::json FROM unnest($1::bytea[], $2::text[]) AS x(t, f)`,
+			tickets, docs); err != nil {
+			return fmt.Errorf("first admissions: %w", err)
+		}
+		st.Uses += k
+	}
+	if k := len(b.Conflicts); k > 0 {
+		ns, docs := make([]int64, k), make([]string, k)
+		for i, cf := range b.Conflicts {
+			doc, err := json.Marshal(cf)
+			if err != nil {
+				return err
+			}
+			ns[i], docs[i] = int64(cf.N), string(doc)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO conflicts (n, doc) SELECT n, d::json FROM unnest($1::bigint[], $2::text[]) AS x(n, d)`,
+			ns, docs); err != nil {
+			return fmt.Errorf("conflicts: %w", err)
+		}
+		st.Conflicts += k
+	}
+	if k := len(b.Gates); k > 0 {
+		venues, gates, docs := make([]string, k), make([]string, k), make([]string, k)
+		for i, g := range b.Gates {
+			doc, err := json.Marshal(g)
+			if err != nil {
+				return err
+			}
+			venues[i], gates[i], docs[i] = g.Venue, g.Gate, string(doc)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO gates (venue, gate, state) SELECT v, g, s::json FROM unnest($1::text[], $2::text[], $3::text[]) AS x(v, g, s)`,
+			venues, gates, docs); err != nil {
+			return fmt.Errorf("gate states: %w", err)
+		}
+		st.Gates += k
+	}
+	if k := len(b.Reentry); k > 0 {
+		tag, err := tx.Exec(ctx, `INSERT INTO reentry_tickets (ticket) SELECT unnest($1::bytea[]) ON CONFLICT DO NOTHING`, ticketBytes(b.Reentry))
+		if err != nil {
+			return fmt.Errorf("re-entry tickets: %w", err)
+		}
+		st.Reentry += int(tag.RowsAffected())
+	}
+	return nil
+}

@@ -74,6 +74,13 @@ func (s *Store) Import(ctx context.Context, export func(put func(*centre.Books) 
 	return st, nil
 }
 
+// CheckEmpty returns nil when the books hold no entry, stream, first
+// admission, conflict or gate state (what Import requires), and
+// ErrNotEmpty saying what they hold otherwise.
+func (s *Store) CheckEmpty(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return checkEmpty(ctx, tx) })
+}
+
 // checkEmpty fails with ErrNotEmpty, saying what is there, unless the
 // books hold nothing.
 func checkEmpty(ctx context.Context, tx pgx.Tx) error {

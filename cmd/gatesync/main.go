@@ -31,6 +31,8 @@ commands:
   serve       --dir DIR [--broker embedded|tcp://HOST:PORT] [--listen 127.0.0.1:8080]
                                                 sync with gates over MQTT and serve the HTTP API
   add-gate    --dir DIR --venue V --gate G      create a gate's credentials for the embedded broker
+  move-books  --dir DIR --to postgres://USER@HOST/DB [--sales FILE]
+                                                move the books from bbolt to PostgreSQL, once, with serve stopped
 
 issue and revoke take --server URL to ask a running serve instead of opening --dir.
 
@@ -50,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	cmds := map[string]func([]string, io.Writer, func() time.Time) error{
 		"init": cmdInit, "issue": cmdIssue, "revoke": cmdRevoke, "reissue": cmdReissue,
 		"rotate-key": cmdRotateKey, "export": cmdExport, "present": cmdPresent,
-		"serve": cmdServe, "add-gate": cmdAddGate,
+		"serve": cmdServe, "add-gate": cmdAddGate, "move-books": cmdMoveBooks,
 	}
 	f, ok := cmds[args[0]]
 	if !ok {

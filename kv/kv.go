@@ -53,8 +53,11 @@ type Tx interface {
 	// waits, and a transaction that read a key as absent and then Puts it
 	// is run again if another created the key meanwhile.
 	Get(bucket string, key []byte) ([]byte, error)
-	// Put sets key in bucket to value, creating the bucket if needed.
-	// Values may be empty but not nil.
+	// Put sets key in bucket to value, creating the bucket if needed. A
+	// nil value is stored as an empty one, and an empty value is read
+	// back as empty, not nil, so presence is never lost. Keys must be 1
+	// to 2,000 bytes (PostgreSQL's index limit is the tighter one) and
+	// bucket names valid UTF-8 without NUL.
 	Put(bucket string, key, value []byte) error
 	// Delete removes key from bucket; deleting a missing key is not an
 	// error.
@@ -63,9 +66,11 @@ type Tx interface {
 	// nil to scans to the end, a nil from from the start. When fn returns
 	// Stop the scan ends without error; any other error ends it with that
 	// error. In a read-write transaction the keys scanned stay as read
-	// until the commit (but a key created inside the range meanwhile is
-	// not seen). fn must not write to the bucket being scanned: collect
-	// the keys and write after the scan.
+	// until the commit, but a key created inside the range meanwhile is
+	// not seen: a decision "nothing there, so create" must be made with
+	// a Get of one fixed key, never from an empty scan, or two
+	// transactions can both make it on PostgreSQL. fn must not write to
+	// the bucket being scanned: collect the keys and write after the scan.
 	Scan(bucket string, from, to []byte, fn func(k, v []byte) error) error
 }
 

@@ -309,9 +309,13 @@ func TestRealNameStorageAndPurge(t *testing.T) {
 	}
 }
 
-// dbBytes reads the database file as it is on disk.
+// dbBytes reads the database file as it is on disk (free pages too), or
+// in PostgreSQL every key and value.
 func dbBytes(t *testing.T, h *harness) []byte {
 	t.Helper()
+	if h.dbPath == "" {
+		return storedBytes(t, h.st)
+	}
 	b, err := os.ReadFile(h.dbPath)
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/gated-dev/gated/kv/pgkv"
 	"github.com/gated-dev/gated/wxpay"
 	"github.com/wechatpay-apiv3/wechatpay-go/utils"
 )
@@ -19,8 +21,12 @@ import (
 // level, plus where the store lives and the WeChat credentials.
 type FileConfig struct {
 	Config
-	// Store is the sales database; relative paths are taken from the
-	// directory passed to Open (default "sales.db").
+	// Store is where the sales books are: a bbolt file, relative paths
+	// taken from the directory passed to Open (default "sales.db"), or a
+	// postgres:// URL, which keeps them in PostgreSQL in the table
+	// gatesync_sales (see docs/scaleout.md). The environment variable
+	// GATESYNC_SALES_STORE, when set, wins, to keep a password out of the
+	// file.
 	Store  string       `json:"store"`
 	WeChat WeChatConfig `json:"wechat"`
 }
@@ -113,14 +119,7 @@ func Open(ctx context.Context, fc *FileConfig, dir string, iss Issuer, log *slog
 	if err != nil {
 		return nil, nil, err
 	}
-	path := fc.Store
-	if path == "" {
-		path = "sales.db"
-	}
-	if !filepath.IsAbs(path) {
-		path = filepath.Join(dir, path)
-	}
-	st, err := OpenStore(path)
+	st, err := openStore(ctx, fc.Store, dir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -130,4 +129,34 @@ func Open(ctx context.Context, fc *FileConfig, dir string, iss Issuer, log *slog
 		return nil, nil, err
 	}
 	return s, st.Close, nil
+}
+
+// IsPostgres reports whether a store setting names a PostgreSQL database.
+func IsPostgres(store string) bool {
+	return strings.HasPrefix(store, "postgres://") || strings.HasPrefix(store, "postgresql://")
+}
+
+// PostgresTable is the table the sales books take in PostgreSQL.
+const PostgresTable = "gatesync_sales"
+
+// openStore opens the sales books a store setting names (FileConfig.Store).
+func openStore(ctx context.Context, store, dir string) (*Store, error) {
+	if env := os.Getenv("GATESYNC_SALES_STORE"); env != "" {
+		store = env
+	}
+	if IsPostgres(store) {
+		db, err := pgkv.Open(ctx, store, pgkv.Options{Table: PostgresTable})
+		if err != nil {
+			return nil, fmt.Errorf("sales store: %w", err)
+		}
+		return NewStore(db), nil
+	}
+	path := store
+	if path == "" {
+		path = "sales.db"
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	return OpenStore(path)
 }

@@ -100,7 +100,7 @@ type harness struct {
 	iss    *countingIssuer
 	logs   *lockedbuf.Buffer
 	doors  time.Time
-	dbPath string
+	dbPath string // the bbolt file; "" when the books are in PostgreSQL
 
 	mux         atomic.Pointer[http.ServeMux]
 	payClient   *wxpay.Pay
@@ -151,9 +151,9 @@ func newHarnessAt(t testing.TB, start time.Time, mut func(*sales.Config)) *harne
 	h.centre = c
 	h.iss = &countingIssuer{Issuer: sales.CentreIssuer{C: c}}
 	h.dbPath = filepath.Join(dir, "sales.db")
-	st, err := sales.OpenStore(h.dbPath)
-	if err != nil {
-		t.Fatal(err)
+	st, onPG := openTestStore(t, h.dbPath)
+	if onPG {
+		h.dbPath = ""
 	}
 	t.Cleanup(func() { st.Close() })
 	h.st = st

@@ -1,10 +1,11 @@
 // Command sales measures how many orders a second the sales API takes
 // when many buyers press "buy" at once, and checks that none is oversold.
 // Everything runs on loopback in one process: the real HTTP handler, the
-// real bbolt store (fsync on), sign-in through the API; only WeChat is
-// stubbed, since holding stock does not call it.
+// real store (bbolt with fsync on, and PostgreSQL with fsync on, compared
+// in one run), sign-in through the API; only WeChat is stubbed, since
+// holding stock does not call it.
 //
-//	go run ./bench/sales -buyers 2000 -stock 500
+//	go run ./bench/sales -buyers 2000 -stock 500 -stores bbolt,postgres
 package main
 
 import (
@@ -15,15 +16,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/gated-dev/gated/centre/pgstore/pgtest"
+	"github.com/gated-dev/gated/kv/pgkv"
 	"github.com/gated-dev/gated/sales"
 	"github.com/gated-dev/gated/wxpay"
 )
@@ -41,33 +47,102 @@ type noIssue struct{ sales.Issuer }
 func main() {
 	buyers := flag.Int("buyers", 2000, "concurrent buyers, one order of one ticket each")
 	stock := flag.Int("stock", 500, "tickets on sale")
-	rounds := flag.Int("rounds", 3, "repetitions, each on a fresh store")
+	rounds := flag.Int("rounds", 3, "rounds of each store, each on fresh books")
 	conns := flag.Int("conns", 256, "HTTP connections the buyers share")
+	stores := flag.String("stores", "bbolt,postgres", "stores to measure, comma-separated; the first is the baseline the others are compared with. postgres starts a throwaway cluster (Debian's postgresql, fsync on) unless -pg names a database")
+	pgURL := flag.String("pg", "", "an existing PostgreSQL database (postgres://...) to measure instead of a throwaway cluster; the bench uses tables named bench_sales_N")
 	flag.Parse()
-	if err := run(*buyers, *stock, *rounds, *conns); err != nil {
+	t := &tb{}
+	defer t.done()
+	if err := run(t, strings.Split(*stores, ","), *pgURL, *buyers, *stock, *rounds, *conns); err != nil {
+		t.done()
 		fmt.Fprintln(os.Stderr, "bench/sales:", err)
 		os.Exit(1)
 	}
 }
 
-func run(buyers, stock, rounds, conns int) error {
-	fmt.Printf("buyers=%d stock=%d conns=%d rounds=%d\n", buyers, stock, conns, rounds)
-	var rates []float64
-	for r := 1; r <= rounds; r++ {
-		res, err := round(buyers, stock, conns)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("round %d: %d held, %d sold out, %d other, oversold %d, %s, %.0f orders/s, p50 %s p99 %s\n", r, res.held, res.soldOut,
-			res.other, res.oversold, res.elapsed.Round(time.Millisecond), res.rate, res.p50.Round(time.Millisecond), res.p99.Round(time.Millisecond))
-		if res.oversold != 0 || res.other != 0 {
-			return fmt.Errorf("round %d: oversold %d, other answers %d", r, res.oversold, res.other)
-		}
-		rates = append(rates, res.rate)
+// tb lets pgtest run outside a test: Fatalf ends the program, cleanups
+// run at the end.
+type tb struct{ cleanups []func() }
+
+func (*tb) Helper()                   {}
+func (*tb) Fatalf(f string, a ...any) { log.Fatalf(f, a...) }
+func (*tb) Skipf(f string, a ...any)  { log.Fatalf(f, a...) }
+func (t *tb) Cleanup(f func())        { t.cleanups = append(t.cleanups, f) }
+func (t *tb) done() {
+	for _, f := range slices.Backward(t.cleanups) {
+		f()
 	}
-	sort.Float64s(rates)
-	fmt.Printf("median: %.0f orders/s (requests answered per second, held or sold out)\n", rates[len(rates)/2])
+	t.cleanups = nil
+}
+
+// opener makes fresh sales books for a round and says how to remove them.
+type opener func(round int) (*sales.Store, func(), error)
+
+func run(t *tb, stores []string, pgURL string, buyers, stock, rounds, conns int) error {
+	fmt.Printf("buyers=%d stock=%d conns=%d rounds=%d stores=%s\n", buyers, stock, conns, rounds, strings.Join(stores, ","))
+	openers := map[string]opener{}
+	for _, name := range stores {
+		switch name {
+		case "bbolt":
+			openers[name] = func(int) (*sales.Store, func(), error) {
+				dir, err := os.MkdirTemp("", "bench-sales")
+				if err != nil {
+					return nil, nil, err
+				}
+				st, err := sales.OpenStore(filepath.Join(dir, "sales.db"))
+				return st, func() { st.Close(); os.RemoveAll(dir) }, err
+			}
+		case "postgres":
+			url := pgURL
+			if url == "" {
+				url = pgtest.Start(t, pgtest.Options{Durable: true}).DSN
+			}
+			openers[name] = func(r int) (*sales.Store, func(), error) {
+				db, err := pgkv.Open(context.Background(), url, pgkv.Options{Table: fmt.Sprintf("bench_sales_%d", r)})
+				if err != nil {
+					return nil, nil, err
+				}
+				return sales.NewStore(db), func() { db.Close() }, nil
+			}
+		default:
+			return fmt.Errorf("-stores: %q is neither bbolt nor postgres", name)
+		}
+	}
+	// Rounds alternate between the stores, so load from other work on the
+	// machine falls on both alike.
+	rates := map[string][]float64{}
+	for r := 1; r <= rounds; r++ {
+		for i, name := range stores {
+			st, closeStore, err := openers[name](r*len(stores) + i + int(time.Now().Unix()%100000)*1000)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			res, err := round(st, buyers, stock, conns)
+			closeStore()
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", name, r, err)
+			}
+			fmt.Printf("%-8s round %d: %d held, %d sold out, %d other, oversold %d, %s, %.0f orders/s, p50 %s p99 %s\n", name, r, res.held, res.soldOut,
+				res.other, res.oversold, res.elapsed.Round(time.Millisecond), res.rate, res.p50.Round(time.Millisecond), res.p99.Round(time.Millisecond))
+			if res.oversold != 0 || res.other != 0 {
+				return fmt.Errorf("%s round %d: oversold %d, other answers %d", name, r, res.oversold, res.other)
+			}
+			rates[name] = append(rates[name], res.rate)
+		}
+	}
+	base := median(rates[stores[0]])
+	for _, name := range stores {
+		m := median(rates[name])
+		fmt.Printf("median %-8s %6.0f orders/s (requests answered per second, held or sold out), %.2fx %s\n", name, m, m/base, stores[0])
+	}
 	return nil
+}
+
+func median(xs []float64) float64 {
+	ys := slices.Clone(xs)
+	sort.Float64s(ys)
+	return ys[len(ys)/2]
 }
 
 type result struct {
@@ -76,17 +151,7 @@ type result struct {
 	rate                           float64
 }
 
-func round(buyers, stock, conns int) (*result, error) {
-	dir, err := os.MkdirTemp("", "bench-sales")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-	st, err := sales.OpenStore(filepath.Join(dir, "sales.db"))
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
+func round(st *sales.Store, buyers, stock, conns int) (*result, error) {
 	doors := time.Now().Add(30 * 24 * time.Hour)
 	cfg := sales.Config{AppID: "wxbench", MchID: "1900000000", UserRate: -1, AddrRate: -1,
 		Events: []sales.Event{{ID: "rush", Name: "Rush", DoorsOpen: doors, Ends: doors.Add(4 * time.Hour),

@@ -10,12 +10,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -45,6 +47,8 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 	store := fs.String("store", "", "books of entries, gates and conflicts: bbolt (in DIR/central.db) or a postgres://USER@HOST/DB URL (default: GATESYNC_STORE, else bbolt; see docs/scaleout.md)")
 	clientID := fs.String("client-id", "gatesync", "external broker: MQTT client id (its session keeps messages while gatesync is down); unique per instance")
 	share := fs.String("share-group", "", "external broker: take gate entries through the shared subscription $share/GROUP/..., so several instances on one --store postgres split them")
+	httpsCert := fs.String("https-cert", "", "serve --listen over HTTPS with this certificate (PEM chain; re-read when the file changes, so a renewal needs no restart): the ticket page's WebCrypto needs a secure origin")
+	httpsKey := fs.String("https-key", "", "key of --https-cert")
 	ingestOnly := fs.Bool("ingest-only", false, "serve gate entries only (a second instance beside the primary; needs --share-group); the API refuses issue and revoke")
 	if err := parse(fs, dir, args); err != nil {
 		return err
@@ -113,9 +117,23 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 		log.Info("using external broker", "broker", *broker)
 	}
 	srv := centre.NewServer(c, bus, centre.ServerOptions{Logger: log.With("component", "sync"), ShareGroup: *share, IngestOnly: *ingestOnly})
+	if (*httpsCert == "") != (*httpsKey == "") {
+		return cli.Usagef("--https-cert and --https-key go together")
+	}
+	scheme := "http"
+	var certs *certReloader
+	if *httpsCert != "" {
+		if certs, err = newCertReloader(*httpsCert, *httpsKey, log.With("component", "https")); err != nil {
+			return cli.Usagef("--https-cert/--https-key: %v", err)
+		}
+		scheme = "https"
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("HTTP API: %w", err)
+	}
+	if certs != nil {
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: certs.get, MinVersion: tls.VersionTLS12})
 	}
 	var handler http.Handler = centre.NewAPI(c, token, log.With("component", "api"))
 	if *ingestOnly {
@@ -125,6 +143,11 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 		fc, err := sales.LoadFileConfig(*salesConfig)
 		if err != nil {
 			return cli.Usagef("--sales-config: %v", err)
+		}
+		if fc.Store == "" && isPostgres(*store) {
+			// Books in PostgreSQL: the sales books go with them, unless
+			// the sales configuration names a store of its own.
+			fc.Store = *store
 		}
 		ss, closeSales, err := sales.Open(ctx, fc, *dir, sales.CentreIssuer{C: c}, log)
 		if err != nil {
@@ -165,7 +188,7 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 			stop()
 		}
 	}()
-	log.Info("gatesync serving", "dir", *dir, "api", "http://"+ln.Addr().String(), "root", verify.Fingerprint(c.RootPublic()))
+	log.Info("gatesync serving", "dir", *dir, "api", scheme+"://"+ln.Addr().String(), "root", verify.Fingerprint(c.RootPublic()))
 	// gatesync.service is Type=notify: READY, watchdog pings, STOPPING.
 	sd := sdnotify.New(log.With("component", "systemd"))
 	go sd.Serve(ctx, "serving "+ln.Addr().String(), nil)
@@ -299,4 +322,61 @@ func (c *client) post(path string, body, out any) error {
 		return fmt.Errorf("gatesync server: %s: %s", resp.Status, e.Error)
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// certReloader serves the certificate in a pair of PEM files and loads
+// them again when either changes, so a renewal (certbot, acme.sh) takes
+// effect at the next handshake. A pair that fails to load keeps the
+// previous one serving.
+type certReloader struct {
+	certFile, keyFile string
+	log               *slog.Logger
+	mu                sync.Mutex
+	cert              *tls.Certificate
+	stamp             string
+}
+
+func newCertReloader(certFile, keyFile string, log *slog.Logger) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile, log: log}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// fileStamp changes when either file is replaced or rewritten.
+func (r *certReloader) fileStamp() string {
+	var b strings.Builder
+	for _, f := range []string{r.certFile, r.keyFile} {
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%d/%d;", fi.ModTime().UnixNano(), fi.Size())
+		}
+	}
+	return b.String()
+}
+
+func (r *certReloader) load() error {
+	stamp := r.fileStamp()
+	// The stamp moves on even when the pair fails to load, so a bad pair
+	// is reported once, and loaded again when the files change next.
+	r.stamp = stamp
+	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return err
+	}
+	r.cert = &c
+	return nil
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fileStamp() != r.stamp {
+		if err := r.load(); err != nil {
+			r.log.Warn("new HTTPS certificate does not load; still serving the previous one", "cert", r.certFile, "err", err)
+		} else {
+			r.log.Info("HTTPS certificate reloaded", "cert", r.certFile)
+		}
+	}
+	return r.cert, nil
 }

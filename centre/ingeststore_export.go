@@ -54,8 +54,8 @@ type Use struct {
 // Export calls fn with the whole books, chunk records at a time (0:
 // 1000), all read in one read transaction: entries (ordered by gate,
 // instance and sequence), then streams, uses, conflicts and gate states;
-// the last call carries the record and conflict counters. fn must not
-// keep b after it returns.
+// the last call carries the record and conflict counters. b is fn's to
+// keep: Export never touches a chunk again once it has handed it over.
 func (s *BoltIngest) Export(chunk int, fn func(b *Books) error) error {
 	if chunk <= 0 {
 		chunk = 1000
@@ -72,7 +72,7 @@ func exportBooks(tx *bolt.Tx, chunk int, fn func(b *Books) error) error {
 		if err := fn(b); err != nil {
 			return err
 		}
-		*b = Books{}
+		b = &Books{}
 		return nil
 	}
 	entries, seqs := tx.Bucket(bEntries), tx.Bucket(bSeqs)

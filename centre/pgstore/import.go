@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/gated-dev/gated/centre"
 	"github.com/jackc/pgx/v5"
 )
+
+// errStopExport stops an export whose chunks can no longer be stored.
+var errStopExport = errors.New("import failed")
 
 // ErrNotEmpty is returned by Import when the books already hold records.
 var ErrNotEmpty = errors.New("the books in PostgreSQL are not empty")
@@ -27,7 +29,9 @@ type Imported struct {
 // Export, centre.Centre's ExportBooks) into these, which must hold no
 // entry, stream, first admission, conflict or gate state (re-entry
 // tickets may be there already: a primary shares them on start). export
-// is called once and calls put with each chunk in turn.
+// is called once and calls put with each chunk in turn; the chunk is
+// stored while export reads the next, so export must not change a chunk
+// after giving it to put.
 //
 // Everything is stored in one transaction, committed when export returns
 // nil: on any error the books are left as they were, so a failed move can
@@ -47,13 +51,35 @@ func (s *Store) Import(ctx context.Context, export func(put func(*centre.Books) 
 		if err := checkEmpty(ctx, tx); err != nil {
 			return err
 		}
+		// The export reads the next chunk while the last one is inserted.
 		var entrySeq, conflictSeq uint64
-		err := export(func(b *centre.Books) error {
-			entrySeq, conflictSeq = max(entrySeq, b.EntrySeq), max(conflictSeq, b.ConflictSeq)
-			return importChunk(ctx, tx, b, &st)
+		chunks, failed, done := make(chan *centre.Books, 1), make(chan struct{}), make(chan error, 1)
+		go func() {
+			var err error
+			for b := range chunks {
+				if err == nil {
+					entrySeq, conflictSeq = max(entrySeq, b.EntrySeq), max(conflictSeq, b.ConflictSeq)
+					if err = importChunk(ctx, tx, b, &st); err != nil {
+						close(failed)
+					}
+				}
+			}
+			done <- err
+		}()
+		errExport := export(func(b *centre.Books) error {
+			select {
+			case chunks <- b:
+				return nil
+			case <-failed:
+				return errStopExport
+			}
 		})
-		if err != nil {
+		close(chunks)
+		if err := <-done; err != nil {
 			return err
+		}
+		if errExport != nil {
+			return errExport
 		}
 		var last int64
 		if err := tx.QueryRow(ctx, `UPDATE ingest_counters SET value = greatest(value, $1, (SELECT coalesce(max(n), 0) FROM entries))
@@ -61,7 +87,7 @@ func (s *Store) Import(ctx context.Context, export func(put func(*centre.Books) 
 			return err
 		}
 		st.LastN = uint64(last)
-		_, err = tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('conflicts', 'n'), m)
+		_, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('conflicts', 'n'), m)
 			FROM (SELECT greatest($1, coalesce(max(n), 0)) AS m FROM conflicts) x WHERE m > 0`, int64(conflictSeq))
 		return err
 	})
@@ -104,17 +130,14 @@ func checkEmpty(ctx context.Context, tx pgx.Tx) error {
 
 func importChunk(ctx context.Context, tx pgx.Tx, b *centre.Books, st *Imported) error {
 	if k := len(b.Entries); k > 0 {
-		ns, seqs, offs := make([]int64, k), make([]int64, k), make([]int64, k)
-		venues, gates, insts, ids, docs := make([]string, k), make([]string, k), make([]string, k), make([]string, k), make([]string, k)
-		ats := make([]time.Time, k)
-		for i, e := range b.Entries {
-			ns[i], venues[i], gates[i], insts[i], seqs[i] = int64(e.N), e.Venue, e.Gate, e.Instance, int64(e.Seq)
-			ids[i], ats[i], offs[i], docs[i] = e.ID, e.ReceivedAt, e.ClockOffsetMs, string(e.Entry)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO entries (n, venue, gate, instance, seq, id, received_at, clock_offset_ms, entry)
-			SELECT n, v, g, i, s, id, r, c, e::json FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-				$6::text[], $7::timestamptz[], $8::bigint[], $9::text[]) AS x(n, v, g, i, s, id, r, c, e)`,
-			ns, venues, gates, insts, seqs, ids, ats, offs, docs); err != nil {
+		// COPY: the same constraints as an INSERT, a few times faster.
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"entries"},
+			[]string{"n", "venue", "gate", "instance", "seq", "id", "received_at", "clock_offset_ms", "entry"},
+			pgx.CopyFromSlice(k, func(i int) ([]any, error) {
+				e := &b.Entries[i]
+				return []any{int64(e.N), e.Venue, e.Gate, e.Instance, int64(e.Seq), e.ID, e.ReceivedAt, e.ClockOffsetMs, e.Entry}, nil
+			}))
+		if err != nil {
 			return fmt.Errorf("entries: %w", err)
 		}
 		st.Entries += k

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,6 +19,11 @@ import (
 	"github.com/gated-dev/gated/centre/ingesttest"
 	"github.com/gated-dev/gated/centre/pgstore"
 	"github.com/gated-dev/gated/centre/pgstore/pgtest"
+	"github.com/gated-dev/gated/internal/cli"
+	"github.com/gated-dev/gated/kv"
+	"github.com/gated-dev/gated/kv/boltkv"
+	"github.com/gated-dev/gated/kv/pgkv"
+	"github.com/gated-dev/gated/sales"
 	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
 	"github.com/jackc/pgx/v5"
@@ -56,6 +64,7 @@ type moveCentre struct {
 	conflicts          []centre.Conflict
 	gates              []centre.GateState
 	firstPage, nextPag []byte
+	sales              string // dump of the sales books
 }
 
 func newMoveCentre(t *testing.T) *moveCentre {
@@ -119,7 +128,53 @@ func newMoveCentre(t *testing.T) *moveCentre {
 		t.Fatalf("bbolt books: %d gates, %d conflicts", len(m.gates), len(m.conflicts))
 	}
 	m.firstPage, m.nextPag = apiPages(t, c, m.dir)
+
+	// Sales books: keys of every kind in several buckets, more than one
+	// copy batch of them in one.
+	sdb, err := boltkv.Open(filepath.Join(m.dir, "sales.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	if err := sdb.Update(context.Background(), func(tx kv.Tx) error {
+		for i := range 2500 {
+			if err := tx.Put("tickets", fmt.Appendf(nil, "t%05d", i), fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+				return err
+			}
+		}
+		for _, kvs := range [][3]string{{"stock", "E\x00std\x00a", "\x00\x00\x00\x00\x00\x00\x00\x07"}, {"holds", "\xff\xff\x00o1", ""},
+			{"orders", "o1", `{"state":"held"}`}, {"userorders", "openid\x00o1", ""}, {"pending", "\x00", ""}} {
+			if err := tx.Put(kvs[0], []byte(kvs[1]), []byte(kvs[2])); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	m.sales = dumpSales(t, sdb)
 	return m
+}
+
+// dumpSales lists every key and value of the sales buckets.
+func dumpSales(t *testing.T, db kv.DB) string {
+	t.Helper()
+	var b strings.Builder
+	if err := db.View(context.Background(), func(tx kv.Tx) error {
+		b.Reset()
+		for _, bk := range sales.Buckets {
+			if err := tx.Scan(bk, nil, nil, func(k, v []byte) error {
+				fmt.Fprintf(&b, "%s %q %q\n", bk, k, v)
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
 
 // apiPages pages GET /api/v1/entries three records at a time and returns
@@ -164,6 +219,7 @@ func apiPages(t *testing.T, c *centre.Centre, dir string) (first, rest []byte) {
 // refused.
 func TestMoveBooks(t *testing.T) {
 	t.Setenv("GATESYNC_STORE", "")
+	t.Setenv("GATESYNC_SALES_STORE", "")
 	if code, _, stderr := gatesync(t, time.Now, "move-books", "--dir", t.TempDir()); code != 2 || !strings.Contains(stderr, "--to postgres://USER@HOST/DB is required") {
 		t.Errorf("no --to: exit %d, %q; want 2", code, stderr)
 	}
@@ -186,23 +242,51 @@ func TestMoveBooks(t *testing.T) {
 		t.Errorf("while serve runs: exit %d, %q; want 1, stop gatesync serve first", code, stderr)
 	}
 
+	// Sales books in PostgreSQL already: refused, nothing moved.
+	full := pgDatabase(t, cl, "salesfull")
+	sdb, err := pgkv.Open(context.Background(), full, pgkv.Options{Table: sales.PostgresTable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sdb.Update(context.Background(), func(tx kv.Tx) error { return tx.Put("orders", []byte("o9"), []byte("{}")) }); err != nil {
+		t.Fatal(err)
+	}
+	sdb.Close()
+	code, stdout, stderr = gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", full)
+	if code != 1 || !strings.Contains(stderr, "sales books in PostgreSQL are not empty: table gatesync_sales holds 1 keys") {
+		t.Errorf("sales books not empty: exit %d, %q; want 1, not empty", code, stderr)
+	}
+	checkEmpty(t, full)
+
+	// A move that fails half-way (here the books of entries, after the
+	// sales books were copied) leaves nothing behind, and can be run again.
+	pg, err := pgstore.Open(context.Background(), url, pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	sql(t, url, `CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$;
+		CREATE TRIGGER boom BEFORE INSERT ON conflicts FOR EACH STATEMENT EXECUTE FUNCTION boom()`)
+	code, stdout, stderr = gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", url)
+	if code != 1 || !strings.Contains(stderr, "disk on fire") || !strings.Contains(stderr, "nothing was moved") {
+		t.Errorf("failing move: exit %d, %q; want 1, nothing was moved", code, stderr)
+	}
+	t.Logf("failing move: %s", stderr)
+	checkEmpty(t, url)
+	sql(t, url, `DROP TRIGGER boom ON conflicts`)
+
 	code, stdout, stderr = gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", url)
 	if code != 0 {
 		t.Fatalf("move-books: exit %d\n%s%s", code, stdout, stderr)
 	}
 	t.Logf("move-books:\n%s", stdout)
 	for _, want := range []string{"7 entries (record numbers up to 7), 3 gates, 1 conflicts", "1 re-entry tickets",
-		"gatesync serve --dir " + m.dir + " --store 'postgres://postgres@127.0.0.1:"} {
+		"sales books (" + filepath.Join(m.dir, "sales.db") + "): 2505 keys, into table gatesync_sales", "gatesync serve --dir " + m.dir + " --store 'postgres://postgres@127.0.0.1:"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("move-books printed no %q", want)
 		}
 	}
 
-	pg, err := pgstore.Open(context.Background(), url, pgstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close()
 	if es, err := pg.Entries(0, 100); err != nil || !reflect.DeepEqual(es, m.entries) {
 		t.Errorf("records in PostgreSQL (%v):\n%+v\nwant\n%+v", err, es, m.entries)
 	}
@@ -214,6 +298,15 @@ func TestMoveBooks(t *testing.T) {
 	}
 	if re, err := pg.Reentry([]verify.TicketID{m.reentry}); err != nil || !re[m.reentry] {
 		t.Errorf("re-entry ticket not in PostgreSQL: %v %v", re, err)
+	}
+
+	sdb, err = pgkv.Open(context.Background(), url, pgkv.Options{Table: sales.PostgresTable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	if got := dumpSales(t, sdb); got != m.sales {
+		t.Errorf("sales books in PostgreSQL differ from sales.db:\n%.2000s\nwant\n%.2000s", got, m.sales)
 	}
 
 	// The centre on PostgreSQL: the same pages; every batch the gates
@@ -251,5 +344,98 @@ func TestMoveBooks(t *testing.T) {
 	code, stdout, stderr = gatesync(t, m.now, "move-books", "--dir", m.dir)
 	if code != 1 || !strings.Contains(stderr, "not empty: they hold 8 entries, 3 gates, 1 conflicts") {
 		t.Errorf("second move: exit %d, %q %q; want 1, not empty", code, stdout, stderr)
+	}
+}
+
+// sql runs statements on the database at url.
+func sql(t *testing.T, url, stmt string) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), stmt); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkEmpty fails unless the books at url hold no entries and no sales
+// keys.
+func checkEmpty(t *testing.T, url string) {
+	t.Helper()
+	pg, err := pgstore.Open(context.Background(), url, pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	if err := pg.CheckEmpty(context.Background()); err != nil {
+		t.Errorf("books of entries: %v", err)
+	}
+	var n int
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM `+sales.PostgresTable+` WHERE bucket <> 'orders' OR k <> 'o9'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d sales keys left in %s", n, sales.PostgresTable)
+	}
+}
+
+// TestMoveBooksSalesSource: where move-books finds the sales books.
+func TestMoveBooksSalesSource(t *testing.T) {
+	t.Setenv("GATESYNC_SALES_STORE", "")
+	dir := t.TempDir()
+	conf := func(store string) string {
+		p := filepath.Join(t.TempDir(), "sales.json")
+		b, _ := json.Marshal(map[string]string{"appid": "wx1", "mchid": "1", "store": store})
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, f := range []string{"sales.db", "shop.db"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		config, db string
+		want       salesBooks
+	}{
+		{"", "", salesBooks{path: filepath.Join(dir, "sales.db")}},
+		{conf(""), "", salesBooks{path: filepath.Join(dir, "sales.db")}},
+		{conf("shop.db"), "", salesBooks{path: filepath.Join(dir, "shop.db"), ownStore: "shop.db"}},
+		{conf("postgres://h/db"), "", salesBooks{note: "in PostgreSQL already"}},
+		{conf("none.db"), "", salesBooks{note: "there is no " + filepath.Join(dir, "none.db"), ownStore: "none.db"}},
+		{"", filepath.Join(dir, "shop.db"), salesBooks{path: filepath.Join(dir, "shop.db")}},
+	} {
+		got, err := salesSource(dir, tc.config, tc.db)
+		if err != nil || got.path != tc.want.path || got.ownStore != tc.want.ownStore || !strings.Contains(got.note, tc.want.note) || (tc.want.note == "") != (got.note == "") {
+			t.Errorf("--sales %q --sales-db %q: %+v, %v; want %+v", tc.config, tc.db, got, err, tc.want)
+		}
+	}
+	t.Setenv("GATESYNC_SALES_STORE", "shop.db")
+	if got, err := salesSource(dir, conf("sales.db"), ""); err != nil || got.path != filepath.Join(dir, "shop.db") || got.ownStore != "" {
+		t.Errorf("GATESYNC_SALES_STORE=shop.db: %+v, %v; want shop.db", got, err)
+	}
+	t.Setenv("GATESYNC_SALES_STORE", "postgres://h/db")
+	if got, err := salesSource(dir, "", ""); err != nil || got.path != "" || !strings.Contains(got.note, "in PostgreSQL already") {
+		t.Errorf("GATESYNC_SALES_STORE=postgres://: %+v, %v; want none", got, err)
+	}
+	t.Setenv("GATESYNC_SALES_STORE", "")
+	empty := t.TempDir()
+	if got, err := salesSource(empty, "", ""); err != nil || got.path != "" || !strings.Contains(got.note, "no sales on this centre") {
+		t.Errorf("no sales.db: %+v, %v", got, err)
+	}
+	var u *cli.UsageError
+	for _, args := range [][2]string{{conf(""), filepath.Join(dir, "shop.db")}, {"", filepath.Join(dir, "missing.db")}, {filepath.Join(dir, "missing.json"), ""}} {
+		if _, err := salesSource(dir, args[0], args[1]); !errors.As(err, &u) {
+			t.Errorf("--sales %q --sales-db %q: %v; want a usage error", args[0], args[1], err)
+		}
 	}
 }

@@ -203,24 +203,39 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 		return problem(http.StatusConflict, "sold_out", "%s %s is sold out.", tt.Name, tr.Name)
 	}
 	var refusal *Problem
+	sk := key(ev.ID, tt.ID, tr.ID)
+	// stockRefusal is the refusal when rem cannot cover the order, or nil.
+	stockRefusal := func(rem uint64) *Problem {
+		switch {
+		case rem >= uint64(o.Qty):
+			return nil
+		case rem == 0:
+			return problem(http.StatusConflict, "sold_out", "%s %s is sold out.", tt.Name, tr.Name)
+		default:
+			return problem(http.StatusConflict, "not_enough_stock", "Only %d of %s %s are left.", rem, tt.Name, tr.Name)
+		}
+	}
 	// Batch lets concurrent buyers share one commit; its function may run
-	// more than once, so it starts from scratch each time, and refusals are
-	// results, not errors, so one buyer's refusal does not roll back the
-	// others in the batch.
+	// more than once, so it starts from scratch each time. The stock
+	// counter, the one key every buyer of the tier writes, is read last:
+	// on PostgreSQL reading it locks it until the commit, so the later it
+	// is taken, the shorter the queue behind it. A refusal found before
+	// any write is a result, not an error, so it does not roll back the
+	// others in a bbolt batch; one found at the stock, after the order's
+	// own writes, rolls them back with errRefused.
 	err = s.st.db.Batch(r.Context(), func(tx kv.Tx) error {
 		refusal = nil
 		o.No = newOrderNo(now)
 		o.Holders = nil
-		sk := key(ev.ID, tt.ID, tr.ID)
-		rem, err := getU64(tx, bStock, sk)
-		if err != nil {
-			return err
-		}
-		if rem < uint64(o.Qty) {
-			if rem == 0 {
-				refusal = problem(http.StatusConflict, "sold_out", "%s %s is sold out.", tt.Name, tr.Name)
-			} else {
-				refusal = problem(http.StatusConflict, "not_enough_stock", "Only %d of %s %s are left.", rem, tt.Name, tr.Name)
+		// refuse settles a limit refusal, unless the tier cannot cover the
+		// order anyway, which is the answer that matters more.
+		refuse := func(p *Problem) error {
+			rem, err := getU64(tx, bStock, sk)
+			if err != nil {
+				return err
+			}
+			if refusal = stockRefusal(rem); refusal == nil {
+				refusal = p
 			}
 			return nil
 		}
@@ -230,8 +245,7 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if int(had)+o.Qty > s.cfg.MaxPerUser {
-			refusal = problem(http.StatusConflict, "user_limit", "Each buyer may hold at most %d tickets for %s; you already hold or are paying for %d.", s.cfg.MaxPerUser, ev.Name, had)
-			return nil
+			return refuse(problem(http.StatusConflict, "user_limit", "Each buyer may hold at most %d tickets for %s; you already hold or are paying for %d.", s.cfg.MaxPerUser, ev.Name, had))
 		}
 		seen := map[string]int{}
 		for i, h := range hashes {
@@ -241,8 +255,7 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 			if int(n)+seen[string(h)] > s.cfg.MaxPerID {
-				refusal = problem(http.StatusConflict, "id_limit", "Holder %d (id %s) already has a ticket for %s: one id number, %d ticket per show.", i+1, realname.MaskID(clear[i].ID), ev.Name, s.cfg.MaxPerID)
-				return nil
+				return refuse(problem(http.StatusConflict, "id_limit", "Holder %d (id %s) already has a ticket for %s: one id number, %d ticket per show.", i+1, realname.MaskID(clear[i].ID), ev.Name, s.cfg.MaxPerID))
 			}
 		}
 		for i, h := range hashes {
@@ -255,9 +268,6 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 		}
-		if err := putU64(tx, bStock, sk, rem-uint64(o.Qty)); err != nil {
-			return err
-		}
 		if err := addU64(tx, bUserCount, uk, o.Qty); err != nil {
 			return err
 		}
@@ -267,8 +277,21 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 		if err := tx.Put(bUserOrds, key(o.OpenID, o.No), nil); err != nil {
 			return err
 		}
-		return putOrder(tx, o)
+		if err := putOrder(tx, o); err != nil {
+			return err
+		}
+		rem, err := getU64(tx, bStock, sk)
+		if err != nil {
+			return err
+		}
+		if refusal = stockRefusal(rem); refusal != nil {
+			return errRefused
+		}
+		return putU64(tx, bStock, sk, rem-uint64(o.Qty))
 	})
+	if errors.Is(err, errRefused) && refusal != nil {
+		return refusal
+	}
 	if err != nil {
 		return err
 	}
@@ -282,6 +305,10 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusCreated, v)
 	return nil
 }
+
+// errRefused rolls back an order the stock cannot cover; the refusal is
+// the answer.
+var errRefused = errors.New("order refused")
 
 // ownOrder loads an order of the signed-in buyer; others' orders do not
 // exist for them.

@@ -35,6 +35,12 @@ type Config struct {
 	// ReconcileAfter is how long a prepaid order waits for its notification
 	// before it is queried (1m).
 	ReconcileAfter Duration `json:"reconcile_after"`
+	// ReconcileMaxQueries caps the WeChat Pay queries of one reconcile
+	// round (100), oldest orders first; the rest wait for the next round.
+	// After a rush, abandoned payments would otherwise be queried by the
+	// hundred every round. The hold sweep still asks about each order once
+	// as its hold ends, so no payment is dropped.
+	ReconcileMaxQueries int `json:"reconcile_max_queries"`
 	// FreezeBefore stops refunds and transfers this long before an event's
 	// doors open (2h), so gates are not racing whitelist changes.
 	FreezeBefore Duration `json:"freeze_before"`
@@ -172,6 +178,7 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	def(&c.MaxPerOrder, 4)
+	def(&c.ReconcileMaxQueries, 100)
 	def(&c.MaxPerUser, 6)
 	def(&c.MaxPerID, 1)
 	def(&c.UserBurst, 10)

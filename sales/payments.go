@@ -285,11 +285,18 @@ func (s *Server) Reconcile(ctx context.Context) error {
 		return err
 	}
 	var errs []error
+	// held is in hold order, so the oldest orders are asked about first.
+	queries, deferred := 0, 0
 	for _, no := range held {
 		o, err := s.st.Order(no)
 		if err != nil || o.State != OrderHeld || !o.Prepaid || now.Sub(o.Created) < time.Duration(s.cfg.ReconcileAfter) {
 			continue
 		}
+		if queries == s.cfg.ReconcileMaxQueries {
+			deferred++
+			continue
+		}
+		queries++
 		t, err := s.pay.QueryOrder(ctx, no)
 		if errors.Is(err, wxpay.ErrOrderNotExist) {
 			continue
@@ -303,6 +310,9 @@ func (s *Server) Reconcile(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 		}
+	}
+	if deferred > 0 {
+		s.log.Info("reconcile: orders left for the next round", "queried", queries, "deferred", deferred)
 	}
 	for _, no := range pending {
 		if err := s.issueOrder(ctx, no); err != nil {

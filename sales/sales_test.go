@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -361,6 +362,37 @@ func TestReconcileStuckOrder(t *testing.T) {
 	}
 	if got, _ := h.st.Order(o.No); got.State != sales.OrderPaid || len(h.tickets(tok)) != 2 {
 		t.Fatalf("after reconcile: %+v", got)
+	}
+}
+
+// TestReconcileQueryCap: a round asks WeChat Pay about at most
+// reconcile_max_queries orders, oldest first; the rest are asked in the
+// rounds after.
+func TestReconcileQueryCap(t *testing.T) {
+	h := newHarness(t, func(c *sales.Config) { c.ReconcileMaxQueries = 2 })
+	var nos []string
+	for i := range 5 {
+		tok := h.signIn(fmt.Sprintf("o-cap-%d", i))
+		o := h.order(tok, gala)
+		h.prepay(tok, o.No)
+		h.pay.Pay(o.No) // paid; the notification never comes
+		nos = append(nos, o.No)
+		h.clock.Add(time.Second)
+	}
+	h.clock.Add(2 * time.Minute)
+	for round, want := range []int{2, 4, 5} {
+		if err := h.s.Reconcile(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		for i, no := range nos {
+			got, _ := h.st.Order(no)
+			if paid := got.State == sales.OrderPaid; paid != (i < want) {
+				t.Fatalf("after round %d: order %d of 5 is %s; want the oldest %d paid", round+1, i+1, got.State, want)
+			}
+		}
+	}
+	if !strings.Contains(h.logs.String(), "deferred=3") {
+		t.Errorf("the deferred orders are not logged:\n%s", h.logs.String())
 	}
 }
 

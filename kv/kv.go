@@ -57,7 +57,9 @@ type Tx interface {
 	// nil value is stored as an empty one, and an empty value is read
 	// back as empty, not nil, so presence is never lost. Keys must be 1
 	// to 2,000 bytes (PostgreSQL's index limit is the tighter one) and
-	// bucket names valid UTF-8 without NUL.
+	// bucket names valid UTF-8 without NUL. A store may send writes at
+	// the commit (pgkv does, to save round trips): a write it refuses then
+	// fails the Update, not the Put.
 	Put(bucket string, key, value []byte) error
 	// Delete removes key from bucket; deleting a missing key is not an
 	// error.

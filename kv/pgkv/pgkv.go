@@ -39,6 +39,19 @@
 // such guard: a key created meanwhile inside a scanned range is not seen,
 // as kv.Tx says.
 //
+// # Round trips
+//
+// A transaction costs round trips, and one that holds a hot row (a tier's
+// stock) holds it for every round trip after its read. So BEGIN travels
+// with the first statement, and Put and Delete are not sent when called:
+// they wait, in order, and go in one pipelined batch with COMMIT (or with
+// the next Scan, which must see them); a Get of a key the transaction
+// wrote is answered from what it wrote. A sales order (two reads, five
+// writes) is three round trips instead of nine. A write the server refuses
+// (a key over the index limit, an INSERT of a key created meanwhile) is
+// therefore reported by the commit, not by the Put; bucket names are
+// checked when called.
+//
 // The function is also run again on serialization failure (40001) and
 // deadlock (40P01), after a short random pause that grows with each
 // attempt, at most Options.MaxAttempts times and within Options.Timeout.
@@ -65,7 +78,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gated-dev/gated/kv"
 	"github.com/jackc/pgx/v5"
@@ -98,6 +113,8 @@ type DB struct {
 	pool  *pgxpool.Pool
 	o     Options
 	table string // quoted
+	// the statements of pending writes
+	qInsert, qUpsert, qDelete string
 }
 
 var _ kv.DB = (*DB)(nil)
@@ -130,7 +147,11 @@ func Open(ctx context.Context, url string, o Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgkv: postgres: %w", err)
 	}
-	d := &DB{pool: pool, o: o, table: pgx.Identifier{o.Table}.Sanitize()}
+	table := pgx.Identifier{o.Table}.Sanitize()
+	d := &DB{pool: pool, o: o, table: table,
+		qInsert: `INSERT INTO ` + table + ` (bucket, k, v) VALUES ($1, $2, $3)`,
+		qUpsert: `INSERT INTO ` + table + ` (bucket, k, v) VALUES ($1, $2, $3) ON CONFLICT (bucket, k) DO UPDATE SET v = EXCLUDED.v`,
+		qDelete: `DELETE FROM ` + table + ` WHERE bucket = $1 AND k = $2`}
 	if err := d.create(ctx); err != nil {
 		pool.Close()
 		return nil, err
@@ -205,12 +226,12 @@ func (d *DB) Batch(ctx context.Context, fn func(kv.Tx) error) error {
 // attempt runs fn once in a transaction of its own. again reports that err
 // is a lost race and fn should run again.
 func (d *DB) attempt(ctx context.Context, fn func(kv.Tx) error) (again bool, err error) {
-	ptx, err := d.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	conn, err := d.pool.Acquire(ctx)
 	if err != nil {
-		return retryable(err), fmt.Errorf("pgkv: begin: %w", err)
+		return retryable(err), fmt.Errorf("pgkv: %w", err)
 	}
-	defer rollback(ctx, ptx) // after a commit, does nothing
-	t := &tx{ctx: ctx, d: d, tx: ptx, write: true}
+	t := &tx{ctx: ctx, d: d, conn: conn, write: true}
+	defer t.end()
 	ferr := fn(t)
 	t.done = true
 	switch {
@@ -224,8 +245,8 @@ func (d *DB) attempt(ctx context.Context, fn func(kv.Tx) error) (again bool, err
 		// transaction, so committing it would not.
 		return false, t.err
 	}
-	if err := ptx.Commit(ctx); err != nil {
-		return retryable(err), fmt.Errorf("pgkv: commit: %w", err)
+	if err := t.commit(); err != nil {
+		return retryable(err), err
 	}
 	return false, nil
 }
@@ -237,27 +258,21 @@ func (d *DB) View(ctx context.Context, fn func(kv.Tx) error) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
 	defer cancel()
-	ptx, err := d.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	conn, err := d.pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("pgkv: begin: %w", err)
+		return fmt.Errorf("pgkv: %w", err)
 	}
-	defer rollback(ctx, ptx)
-	t := &tx{ctx: ctx, d: d, tx: ptx}
+	t := &tx{ctx: ctx, d: d, conn: conn}
+	defer t.end()
 	ferr := fn(t)
 	t.done = true
 	if ferr != nil {
 		return ferr
 	}
-	return t.err
-}
-
-// rollback ends a transaction that did not commit. It gets its own few
-// seconds, so that a connection whose call was cancelled can still be
-// cleaned and reused rather than dropped.
-func rollback(ctx context.Context, ptx pgx.Tx) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	ptx.Rollback(ctx)
+	if t.err != nil {
+		return t.err
+	}
+	return t.commit()
 }
 
 // conflictError is a key found created by another transaction after this
@@ -292,19 +307,41 @@ func retryable(err error) bool {
 	return pgconn.SafeToRetry(err)
 }
 
-// tx is a kv.Tx on a PostgreSQL transaction.
+// tx is a kv.Tx on a PostgreSQL transaction, on a connection of its own
+// for its life.
+//
+// Round trips are what a transaction costs here, and a buyer's hold on a
+// hot row lasts as many of them as follow its read, so a tx sends as few
+// as it can: BEGIN goes with the first statement, writes wait in pending
+// (reads of them are answered from buf) and go with COMMIT, or with the
+// next Scan, which must see them. An order that reads two keys and writes
+// five is three round trips: BEGIN+read, read, writes+COMMIT.
 type tx struct {
 	ctx   context.Context
 	d     *DB
-	tx    pgx.Tx
+	conn  *pgxpool.Conn
 	write bool
+	// begun: BEGIN has been sent; committed: COMMIT has succeeded.
+	begun, committed bool
+	// pending are writes not yet sent, in order; buf is the value each
+	// pending write leaves (nil for a delete), by absentKey.
+	pending []write
+	buf     map[string][]byte
 	// absent holds the keys (bucket NUL key) that Get found absent and
-	// that this transaction has not itself inserted since.
+	// that this transaction has not itself written since.
 	absent map[string]struct{}
 	// err is the first failure of a statement: the server has aborted the
 	// transaction, and every later call returns it.
 	err  error
 	done bool
+}
+
+// write is a pending Put or Delete. insert marks a Put of a key read as
+// absent: a plain INSERT, which fails if the key was created meanwhile.
+type write struct {
+	del, insert bool
+	bucket      string
+	key, value  []byte
 }
 
 func absentKey(bucket string, key []byte) string {
@@ -326,8 +363,122 @@ func (t *tx) fail(op string, err error) error {
 	if !errors.As(err, &c) {
 		err = fmt.Errorf("pgkv: %s: %w", op, err)
 	}
-	t.err = err
+	if t.err == nil {
+		t.err = err
+	}
 	return err
+}
+
+func (t *tx) beginSQL() string {
+	if t.write {
+		return "BEGIN ISOLATION LEVEL READ COMMITTED"
+	}
+	return "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+}
+
+// exchange makes one round trip: BEGIN if the transaction has not begun,
+// the pending writes if flush is set, then the statements queue adds,
+// whose results read takes.
+func (t *tx) exchange(flush bool, queue func(*pgx.Batch), read func(pgx.BatchResults) error) error {
+	b := &pgx.Batch{}
+	begin := !t.begun
+	if begin {
+		b.Queue(t.beginSQL())
+	}
+	var ws []write
+	if flush {
+		ws = t.pending
+		for _, w := range ws {
+			switch {
+			case w.del:
+				b.Queue(t.d.qDelete, w.bucket, w.key)
+			case w.insert:
+				b.Queue(t.d.qInsert, w.bucket, w.key, w.value)
+			default:
+				b.Queue(t.d.qUpsert, w.bucket, w.key, w.value)
+			}
+		}
+	}
+	if queue != nil {
+		queue(b)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	// From here the connection may hold an open transaction: end rolls it
+	// back unless it committed.
+	t.begun = true
+	br := t.conn.SendBatch(t.ctx, b)
+	err := func() error {
+		if begin {
+			if _, err := br.Exec(); err != nil {
+				return t.fail("begin", err)
+			}
+		}
+		for _, w := range ws {
+			if _, err := br.Exec(); err != nil {
+				return t.writeFailed(w, err)
+			}
+		}
+		if flush {
+			t.pending, t.buf = nil, nil
+		}
+		if read != nil {
+			return read(br)
+		}
+		return nil
+	}()
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = t.fail("batch", cerr)
+	}
+	return err
+}
+
+// writeFailed records the failure of a pending write.
+func (t *tx) writeFailed(w write, err error) error {
+	var pe *pgconn.PgError
+	if w.insert && errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
+		// Read as absent, created meanwhile: fn decided on a stale read.
+		return t.fail("", &conflictError{bucket: w.bucket, key: bytes.Clone(w.key), err: err})
+	}
+	if w.del {
+		return t.fail("delete", err)
+	}
+	return t.fail("put", err)
+}
+
+// commit sends the pending writes and COMMIT in one round trip. A
+// transaction that sent nothing has nothing to commit.
+func (t *tx) commit() error {
+	if !t.begun && len(t.pending) == 0 {
+		return nil
+	}
+	err := t.exchange(true, func(b *pgx.Batch) { b.Queue("COMMIT") }, func(br pgx.BatchResults) error {
+		tag, err := br.Exec()
+		if err != nil {
+			return t.fail("commit", err)
+		}
+		if tag.String() == "ROLLBACK" {
+			return t.fail("commit", errors.New("the server rolled the transaction back"))
+		}
+		t.committed = true
+		return nil
+	})
+	return err
+}
+
+// end rolls back a transaction that began and did not commit, and gives
+// the connection back. The rollback gets its own few seconds, so that a
+// connection whose call was cancelled can still be cleaned and reused; one
+// that cannot be is closed by the pool, which never reuses a connection
+// left inside a transaction.
+func (t *tx) end() {
+	if t.begun && !t.committed && !t.conn.Conn().IsClosed() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), 5*time.Second)
+		t.conn.Exec(ctx, "ROLLBACK")
+		cancel()
+	}
+	t.conn.Release()
 }
 
 // lock is the locking clause of reads.
@@ -338,17 +489,48 @@ func (t *tx) lock() string {
 	return ""
 }
 
+// checkBucket refuses a bucket name PostgreSQL's text cannot hold, before
+// anything is sent, so the failure points at the call that made it.
+func (t *tx) checkBucket(bucket string) error {
+	if strings.IndexByte(bucket, 0) >= 0 || !utf8.ValidString(bucket) {
+		return t.fail("", fmt.Errorf("pgkv: bucket name %q: want valid UTF-8 without NUL", bucket))
+	}
+	return nil
+}
+
 // Get implements kv.Tx.
 func (t *tx) Get(bucket string, key []byte) ([]byte, error) {
 	if err := t.usable(); err != nil {
 		return nil, err
 	}
+	if err := t.checkBucket(bucket); err != nil {
+		return nil, err
+	}
 	if key == nil {
 		key = []byte{}
 	}
+	if v, ok := t.buf[absentKey(bucket, key)]; ok {
+		return bytes.Clone(v), nil // this transaction's own write, not yet sent
+	}
 	var v []byte
-	err := t.tx.QueryRow(t.ctx, `SELECT v FROM `+t.d.table+` WHERE bucket = $1 AND k = $2`+t.lock(), bucket, key).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
+	var found bool
+	err := t.exchange(false, func(b *pgx.Batch) {
+		b.Queue(`SELECT v FROM `+t.d.table+` WHERE bucket = $1 AND k = $2`+t.lock(), bucket, key)
+	}, func(br pgx.BatchResults) error {
+		err := br.QueryRow().Scan(&v)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return t.fail("get", err)
+		}
+		found = true
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !found {
 		if t.write {
 			if t.absent == nil {
 				t.absent = map[string]struct{}{}
@@ -356,9 +538,6 @@ func (t *tx) Get(bucket string, key []byte) ([]byte, error) {
 			t.absent[absentKey(bucket, key)] = struct{}{}
 		}
 		return nil, nil
-	}
-	if err != nil {
-		return nil, t.fail("get", err)
 	}
 	if err := t.appeared(bucket, key); err != nil {
 		return nil, err
@@ -381,7 +560,7 @@ func (t *tx) appeared(bucket string, key []byte) error {
 	return nil
 }
 
-// Put implements kv.Tx.
+// Put implements kv.Tx: the write waits for the commit (or the next Scan).
 func (t *tx) Put(bucket string, key, value []byte) error {
 	if !t.write {
 		return kv.ErrReadOnly
@@ -389,35 +568,26 @@ func (t *tx) Put(bucket string, key, value []byte) error {
 	if err := t.usable(); err != nil {
 		return err
 	}
+	if err := t.checkBucket(bucket); err != nil {
+		return err
+	}
 	if key == nil {
 		key = []byte{}
 	}
-	if value == nil {
-		value = []byte{}
-	}
+	value = append([]byte{}, value...) // the caller may reuse it; nil is stored empty
+	w := write{bucket: bucket, key: bytes.Clone(key), value: value}
 	ak := absentKey(bucket, key)
 	if _, ok := t.absent[ak]; ok {
-		// Read as absent: it must still be, or fn decided on a stale read.
-		_, err := t.tx.Exec(t.ctx, `INSERT INTO `+t.d.table+` (bucket, k, v) VALUES ($1, $2, $3)`, bucket, key, value)
-		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "23505" { // unique_violation
-			return t.fail("", &conflictError{bucket: bucket, key: bytes.Clone(key), err: err})
-		}
-		if err != nil {
-			return t.fail("put", err)
-		}
-		delete(t.absent, ak) // now this transaction's own row
-		return nil
+		// Read as absent: it must still be when the INSERT runs.
+		w.insert = true
+		delete(t.absent, ak) // from now on this transaction's own key
 	}
-	_, err := t.tx.Exec(t.ctx, `INSERT INTO `+t.d.table+` (bucket, k, v) VALUES ($1, $2, $3)
-		ON CONFLICT (bucket, k) DO UPDATE SET v = EXCLUDED.v`, bucket, key, value)
-	if err != nil {
-		return t.fail("put", err)
-	}
+	t.queue(ak, w, value)
 	return nil
 }
 
-// Delete implements kv.Tx.
+// Delete implements kv.Tx: the write waits for the commit (or the next
+// Scan).
 func (t *tx) Delete(bucket string, key []byte) error {
 	if !t.write {
 		return kv.ErrReadOnly
@@ -425,13 +595,22 @@ func (t *tx) Delete(bucket string, key []byte) error {
 	if err := t.usable(); err != nil {
 		return err
 	}
+	if err := t.checkBucket(bucket); err != nil {
+		return err
+	}
 	if key == nil {
 		key = []byte{}
 	}
-	if _, err := t.tx.Exec(t.ctx, `DELETE FROM `+t.d.table+` WHERE bucket = $1 AND k = $2`, bucket, key); err != nil {
-		return t.fail("delete", err)
-	}
+	t.queue(absentKey(bucket, key), write{del: true, bucket: bucket, key: bytes.Clone(key)}, nil)
 	return nil
+}
+
+func (t *tx) queue(ak string, w write, leaves []byte) {
+	t.pending = append(t.pending, w)
+	if t.buf == nil {
+		t.buf = map[string][]byte{}
+	}
+	t.buf[ak] = leaves
 }
 
 // Scan pages: small first, since scans are often stopped early and a
@@ -441,9 +620,13 @@ const (
 	maxPage   = 1000
 )
 
-// Scan implements kv.Tx.
+// Scan implements kv.Tx. Pending writes go with the first page's query,
+// so the scan sees them.
 func (t *tx) Scan(bucket string, from, to []byte, fn func(k, v []byte) error) error {
 	if err := t.usable(); err != nil {
+		return err
+	}
+	if err := t.checkBucket(bucket); err != nil {
 		return err
 	}
 	if from == nil {
@@ -462,24 +645,30 @@ func (t *tx) Scan(bucket string, from, to []byte, fn func(k, v []byte) error) er
 			args = append(args, to)
 		}
 		q += fmt.Sprintf(` ORDER BY k LIMIT %d`, page) + t.lock()
-		rows, err := t.tx.Query(t.ctx, q, args...)
-		if err != nil {
-			return t.fail("scan", err)
-		}
 		var ks, vs [][]byte
-		for rows.Next() {
-			var k, v []byte
-			if err := rows.Scan(&k, &v); err != nil {
-				rows.Close()
+		err := t.exchange(true, func(b *pgx.Batch) { b.Queue(q, args...) }, func(br pgx.BatchResults) error {
+			rows, err := br.Query()
+			if err != nil {
 				return t.fail("scan", err)
 			}
-			if v == nil {
-				v = []byte{}
+			defer rows.Close()
+			for rows.Next() {
+				var k, v []byte
+				if err := rows.Scan(&k, &v); err != nil {
+					return t.fail("scan", err)
+				}
+				if v == nil {
+					v = []byte{}
+				}
+				ks, vs = append(ks, k), append(vs, v)
 			}
-			ks, vs = append(ks, k), append(vs, v)
-		}
-		if err := rows.Err(); err != nil {
-			return t.fail("scan", err)
+			if err := rows.Err(); err != nil {
+				return t.fail("scan", err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		for _, k := range ks {
 			if err := t.appeared(bucket, k); err != nil {

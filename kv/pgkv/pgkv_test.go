@@ -49,6 +49,44 @@ func TestPostgres(t *testing.T) {
 	t.Run("SwallowedError", func(t *testing.T) { testSwallowedError(t, cl.DSN) })
 	t.Run("Timeout", func(t *testing.T) { testTimeout(t, cl.DSN) })
 	t.Run("NilValue", func(t *testing.T) { testNilValue(t, cl.DSN) })
+	t.Run("RollbackAfterFlush", func(t *testing.T) { testRollbackAfterFlush(t, cl.DSN) })
+}
+
+// testRollbackAfterFlush: writes a Scan sent to the server ahead of the
+// commit are rolled back when the function then fails, and the
+// connection, left inside a transaction, is cleaned for the next one.
+func testRollbackAfterFlush(t *testing.T, dsn string) {
+	db := open(t, dsn, pgkv.Options{Table: newTable(), MaxConns: 1})
+	errBoom := errors.New("boom")
+	err := db.Update(t.Context(), func(tx kv.Tx) error {
+		if err := tx.Put("b", []byte("k"), []byte("v")); err != nil {
+			return err
+		}
+		n := 0
+		if err := tx.Scan("b", nil, nil, func(k, v []byte) error { n++; return nil }); err != nil || n != 1 {
+			t.Errorf("scan after a Put saw %d keys (err %v); want the pending write", n, err)
+		}
+		return errBoom
+	})
+	if err != errBoom {
+		t.Fatalf("Update = %v; want the function's error", err)
+	}
+	// One connection: the next transactions run on the same one.
+	for i := range 3 {
+		err = db.Update(t.Context(), func(tx kv.Tx) error {
+			v, err := tx.Get("b", []byte("k"))
+			if v != nil {
+				t.Errorf("run %d: the write of the failed transaction is there: %q", i, v)
+			}
+			if err != nil {
+				return err
+			}
+			return tx.Put("b", []byte("other"), []byte{byte(i)})
+		})
+		if err != nil {
+			t.Fatalf("Update %d after a rolled-back flush: %v", i, err)
+		}
+	}
 }
 
 // testTwoInstances has two pools on one table, as two gatesync instances

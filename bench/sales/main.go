@@ -50,12 +50,13 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds of each store, each on fresh books")
 	conns := flag.Int("conns", 256, "HTTP connections the buyers share")
 	stores := flag.String("stores", "bbolt,postgres", "stores to measure, comma-separated; the first is the baseline the others are compared with. postgres starts a throwaway cluster (Debian's postgresql, fsync on) unless -pg names a database")
+	pgDurable := flag.Bool("pg-durable", true, "the throwaway cluster keeps fsync and synchronous_commit on (false shows what the WAL flush costs)")
 	pgConns := flag.Int("pg-conns", 0, "PostgreSQL connections of the store's pool (0: the sales store's default)")
 	pgURL := flag.String("pg", "", "an existing PostgreSQL database (postgres://...) to measure instead of a throwaway cluster; the bench uses tables named bench_sales_N")
 	flag.Parse()
 	t := &tb{}
 	defer t.done()
-	if err := run(t, strings.Split(*stores, ","), *pgURL, *pgConns, *buyers, *stock, *rounds, *conns); err != nil {
+	if err := run(t, strings.Split(*stores, ","), *pgURL, *pgDurable, *pgConns, *buyers, *stock, *rounds, *conns); err != nil {
 		t.done()
 		fmt.Fprintln(os.Stderr, "bench/sales:", err)
 		os.Exit(1)
@@ -80,7 +81,7 @@ func (t *tb) done() {
 // opener makes fresh sales books for a round and says how to remove them.
 type opener func(round int) (*sales.Store, func(), error)
 
-func run(t *tb, stores []string, pgURL string, pgConns int, buyers, stock, rounds, conns int) error {
+func run(t *tb, stores []string, pgURL string, pgDurable bool, pgConns int, buyers, stock, rounds, conns int) error {
 	fmt.Printf("buyers=%d stock=%d conns=%d rounds=%d stores=%s\n", buyers, stock, conns, rounds, strings.Join(stores, ","))
 	openers := map[string]opener{}
 	for _, name := range stores {
@@ -97,7 +98,7 @@ func run(t *tb, stores []string, pgURL string, pgConns int, buyers, stock, round
 		case "postgres":
 			url := pgURL
 			if url == "" {
-				url = pgtest.Start(t, pgtest.Options{Durable: true}).DSN
+				url = pgtest.Start(t, pgtest.Options{Durable: pgDurable}).DSN
 			}
 			openers[name] = func(r int) (*sales.Store, func(), error) {
 				db, err := pgkv.Open(context.Background(), url, pgkv.Options{Table: fmt.Sprintf("bench_sales_%d", r), MaxConns: int32(pgConns)})

@@ -83,7 +83,7 @@ type webDecision struct {
 
 // TestWebTicketAndDashboard: a rotating ticket's page binds a key made in
 // Chromium; its code, read off a screenshot by gated's decoder, is refused
-// by a real gated once older than --max-code-age and admitted when fresh;
+// by a real gated with its defaults when 60 s old and admitted when fresh;
 // the admission reaches the open dashboard within 2 s.
 func TestWebTicketAndDashboard(t *testing.T) {
 	if testing.Short() {
@@ -125,9 +125,9 @@ func TestWebTicketAndDashboard(t *testing.T) {
 		return err == nil
 	})
 
-	// gated: rotating codes older than 5 s are stale.
+	// gated with its defaults: rotating codes older than 30 s are stale.
 	gate := exec.Command(gated, "run", "--data", gdir, "--gate", "g1", "--venue", "arena", "--output", "json",
-		"--broker", fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort), "--username", "g1", "--password", pass, "--max-code-age", "5s")
+		"--broker", fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort), "--username", "g1", "--password", pass)
 	stdin, _ := gate.StdinPipe()
 	stdout, _ := gate.StdoutPipe()
 	gateLog := &lockedbuf.Buffer{}
@@ -193,20 +193,32 @@ func TestWebTicketAndDashboard(t *testing.T) {
 		}
 		return code
 	}
-	old := read()
-	if !strings.HasPrefix(old, verify.PrefixRotating) {
-		t.Fatalf("the page shows %q", old)
+	first := read()
+	if !strings.HasPrefix(first, verify.PrefixRotating) {
+		t.Fatalf("the page shows %q", first)
+	}
+	// refresh has the page draw its next code (its 15 s refresh, brought
+	// forward) with its clock shifted by shift seconds, and reads it off a
+	// screenshot.
+	refresh := func(shift int) string {
+		t.Helper()
+		before, _ := json.Marshal(read())
+		phone.Eval(fmt.Sprintf(`(() => { window.realNow ??= Date.now; Date.now = () => window.realNow.call(Date) + %d * 1000; })()`, shift), nil)
+		phone.Eval(`document.dispatchEvent(new Event("visibilitychange"))`, nil)
+		phone.WaitFor(fmt.Sprintf(`document.getElementById("qr").dataset.code !== %s`, before), 5*time.Second)
+		return read()
 	}
 
-	// The same code 6 s later: older than --max-code-age 5s.
-	time.Sleep(6 * time.Second)
-	if d := scan(old); d.Verdict != "deny" || d.Reason != "stale_code" {
-		t.Fatalf("a code 6 s old: %+v, want deny stale_code", d)
+	// A screenshot taken 60 s ago shows a code the page signed 60 s ago:
+	// the page's clock set back 60 s makes exactly that code.
+	old := refresh(-60)
+	if ot, err := verify.Parse([]byte(old)); err != nil || time.Since(ot.CodeTime) < 55*time.Second || time.Since(ot.CodeTime) > 70*time.Second {
+		t.Fatalf("the code drawn with the clock 60 s back: %v, signed %s ago", err, time.Since(ot.CodeTime))
 	}
-	// The page's next code (its 15 s refresh, brought forward).
-	phone.Eval(`document.dispatchEvent(new Event("visibilitychange"))`, nil)
-	phone.WaitFor(fmt.Sprintf(`document.getElementById("qr").dataset.code !== %q`, old), 5*time.Second)
-	fresh := read()
+	if d := scan(old); d.Verdict != "deny" || d.Reason != "stale_code" {
+		t.Fatalf("a code 60 s old: %+v, want deny stale_code", d)
+	}
+	fresh := refresh(0)
 	d := scan(fresh)
 	admitted := time.Now()
 	if d.Verdict != "admit" || d.Reason != "ok" || d.Ticket != ticket {

@@ -161,7 +161,7 @@ func (s *Server) driveRefund(ctx context.Context, no string) error {
 				// The seat goes back on sale; the buyer and holder may buy again.
 				owner := *o
 				owner.OpenID = cur.Buyer
-				if err := release(tx, &owner, 1, []HolderRec{cur.Holder}); err != nil {
+				if err := s.release(tx, &owner, 1, []HolderRec{cur.Holder}); err != nil {
 					return err
 				}
 				return putTicket(tx, cur)

@@ -54,6 +54,13 @@ type Config struct {
 	MaxPerUser  int `json:"max_per_user"`
 	MaxPerID    int `json:"max_per_id"`
 
+	// StockShards is how many counters each tier's stock is split over
+	// (stock.go), up to MaxStockShards: on PostgreSQL, how many orders of
+	// one tier can commit at once. Default 8 on PostgreSQL, 1 on bbolt
+	// (which commits one writer at a time anyway). Changing it spreads the
+	// remaining stock over the new shards at the next start.
+	StockShards int `json:"stock_shards"`
+
 	// UserRate and AddrRate are purchase requests per minute allowed per
 	// buyer (20) and per client address (120), with bursts UserBurst (10)
 	// and AddrBurst (60). A negative rate turns the limit off.
@@ -198,6 +205,9 @@ func (c Config) withDefaults() Config {
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
+	if c.StockShards < 0 || c.StockShards > MaxStockShards {
+		errs = append(errs, fmt.Errorf("stock_shards %d: want 1 to %d (0 for the store's default)", c.StockShards, MaxStockShards))
+	}
 	if c.AppID == "" || c.MchID == "" {
 		errs = append(errs, errors.New("appid and mchid are required: the mini program's appid and the WeChat Pay merchant id"))
 	}

@@ -215,22 +215,25 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 			return problem(http.StatusConflict, "not_enough_stock", "Only %d of %s %s are left.", rem, tt.Name, tr.Name)
 		}
 	}
+	shards := s.cfg.StockShards
+	full := false // take from every shard in order, not from the buyer's own first
 	// Batch lets concurrent buyers share one commit; its function may run
-	// more than once, so it starts from scratch each time. The stock
-	// counter, the one key every buyer of the tier writes, is read last:
-	// on PostgreSQL reading it locks it until the commit, so the later it
-	// is taken, the shorter the queue behind it. A refusal found before
-	// any write is a result, not an error, so it does not roll back the
-	// others in a bbolt batch; one found at the stock, after the order's
-	// own writes, rolls them back with errRefused.
-	err = s.st.db.Batch(r.Context(), func(tx kv.Tx) error {
+	// more than once, so it starts from scratch each time. The stock,
+	// the keys every buyer of the tier writes, is read last: on
+	// PostgreSQL reading it locks it until the commit, so the later it is
+	// taken, the shorter the queue behind it (and it is split in shards,
+	// stock.go). A refusal found before any write is a result, not an
+	// error, so it does not roll back the others in a bbolt batch; one
+	// found at the stock, after the order's own writes, rolls them back
+	// with errRefused.
+	order := func(tx kv.Tx) error {
 		refusal = nil
 		o.No = newOrderNo(now)
 		o.Holders = nil
 		// refuse settles a limit refusal, unless the tier cannot cover the
 		// order anyway, which is the answer that matters more.
 		refuse := func(p *Problem) error {
-			rem, err := getU64(tx, bStock, sk)
+			rem, err := totalStock(tx, sk)
 			if err != nil {
 				return err
 			}
@@ -280,15 +283,30 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 		if err := putOrder(tx, o); err != nil {
 			return err
 		}
-		rem, err := getU64(tx, bStock, sk)
-		if err != nil {
-			return err
+		first := ownShard(o.OpenID, shards)
+		if full {
+			first = 0
 		}
-		if refusal = stockRefusal(rem); refusal != nil {
+		ok, held, err := takeStock(tx, sk, shards, first, o.Qty)
+		switch {
+		case err != nil:
+			return err
+		case !ok && first > 0:
+			return errTakeAll
+		case !ok:
+			refusal = stockRefusal(held)
 			return errRefused
 		}
-		return putU64(tx, bStock, sk, rem-uint64(o.Qty))
-	})
+		return nil
+	}
+	err = s.st.db.Batch(r.Context(), order)
+	if errors.Is(err, errTakeAll) {
+		// The buyer's shard and those after it could not cover the order:
+		// once more over every shard from the first, so that shards are
+		// always taken in ascending order and no two buyers deadlock.
+		full = true
+		err = s.st.db.Batch(r.Context(), order)
+	}
 	if errors.Is(err, errRefused) && refusal != nil {
 		return refusal
 	}
@@ -309,6 +327,10 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 // errRefused rolls back an order the stock cannot cover; the refusal is
 // the answer.
 var errRefused = errors.New("order refused")
+
+// errTakeAll rolls back an order its buyer's stock shards could not cover,
+// to try every shard.
+var errTakeAll = errors.New("take from every stock shard")
 
 // ownOrder loads an order of the signed-in buyer; others' orders do not
 // exist for them.
@@ -525,7 +547,7 @@ func (s *Server) settleHold(ctx context.Context, no string, now time.Time) error
 			return nil
 		}
 		o.State = OrderExpired
-		if err := release(tx, o, o.Qty, o.Holders); err != nil {
+		if err := s.release(tx, o, o.Qty, o.Holders); err != nil {
 			return err
 		}
 		expired = o.Qty
@@ -537,12 +559,10 @@ func (s *Server) settleHold(ctx context.Context, no string, now time.Time) error
 	return err
 }
 
-// release gives back stock and the buyer's and holders' counts.
-func release(tx kv.Tx, o *Order, qty int, holders []HolderRec) error {
+// release gives back the buyer's and holders' counts, then the stock
+// (last, as everywhere: stock.go).
+func (s *Server) release(tx kv.Tx, o *Order, qty int, holders []HolderRec) error {
 	if err := tx.Delete(bHolds, holdKey(o.HoldUntil, o.No)); err != nil {
-		return err
-	}
-	if err := addU64(tx, bStock, key(o.Event, o.Type, o.Tier), qty); err != nil {
 		return err
 	}
 	if err := addU64(tx, bUserCount, key(o.Event, o.OpenID), -qty); err != nil {
@@ -555,17 +575,12 @@ func release(tx kv.Tx, o *Order, qty int, holders []HolderRec) error {
 			}
 		}
 	}
-	return nil
+	return giveStock(tx, key(o.Event, o.Type, o.Tier), s.cfg.StockShards, o.OpenID, qty)
 }
 
 // retake takes the stock and counts of an expired order back, for a
 // payment that arrived after its hold ran out; false if they are gone.
 func (s *Server) retake(tx kv.Tx, o *Order) (bool, error) {
-	sk := key(o.Event, o.Type, o.Tier)
-	rem, err := getU64(tx, bStock, sk)
-	if err != nil || rem < uint64(o.Qty) {
-		return false, err
-	}
 	for _, h := range o.Holders {
 		if len(h.IDHash) == 0 {
 			continue
@@ -574,9 +589,6 @@ func (s *Server) retake(tx kv.Tx, o *Order) (bool, error) {
 		if err != nil || int(n)+1 > s.cfg.MaxPerID {
 			return false, err
 		}
-	}
-	if err := putU64(tx, bStock, sk, rem-uint64(o.Qty)); err != nil {
-		return false, err
 	}
 	if err := addU64(tx, bUserCount, key(o.Event, o.OpenID), o.Qty); err != nil {
 		return false, err
@@ -588,7 +600,30 @@ func (s *Server) retake(tx kv.Tx, o *Order) (bool, error) {
 			}
 		}
 	}
-	return true, nil
+	// The stock last, from every shard in order: a late payment is rare,
+	// and it takes what is anywhere. When the stock is gone, the caller
+	// commits a full refund instead, so the counts added above are taken
+	// back here.
+	ok, _, err := takeStock(tx, key(o.Event, o.Type, o.Tier), s.cfg.StockShards, 0, o.Qty)
+	if err != nil || ok {
+		return ok, err
+	}
+	return false, s.uncount(tx, o)
+}
+
+// uncount takes back the counts retake added.
+func (s *Server) uncount(tx kv.Tx, o *Order) error {
+	if err := addU64(tx, bUserCount, key(o.Event, o.OpenID), -o.Qty); err != nil {
+		return err
+	}
+	for _, h := range o.Holders {
+		if len(h.IDHash) > 0 {
+			if err := addU64(tx, bIDCount, key(o.Event, string(h.IDHash)), -1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 var _ = json.Marshal

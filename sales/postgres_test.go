@@ -31,6 +31,7 @@ func TestPostgres(t *testing.T) {
 		run  func(*testing.T)
 	}{
 		{"NoOversell", TestNoOversell},
+		{"StockShards", TestStockShards},
 		{"BuyPayIssue", TestBuyPayIssue},
 		{"Login", TestLogin},
 		{"OrderRefusals", TestOrderRefusals},

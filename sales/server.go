@@ -107,7 +107,10 @@ func NewServer(cfg Config, st *Store, iss Issuer, pay Payments, login Login, log
 		}
 		s.vault = v
 	}
-	if err := st.syncStock(cfg.Events); err != nil {
+	if s.cfg.StockShards == 0 {
+		s.cfg.StockShards = st.defaultShards()
+	}
+	if err := st.syncStock(cfg.Events, s.cfg.StockShards); err != nil {
 		return nil, err
 	}
 	s.mux = http.NewServeMux()
@@ -391,7 +394,7 @@ func (s *Server) eventView(tx kv.Tx, ev *Event, now time.Time) (EventView, error
 	for _, tt := range ev.Types {
 		t := TypeView{ID: tt.ID, Name: tt.Name, Zone: tt.Zone}
 		for _, tr := range tt.Tiers {
-			rem, err := getU64(tx, bStock, key(ev.ID, tt.ID, tr.ID))
+			rem, err := totalStock(tx, key(ev.ID, tt.ID, tr.ID))
 			if err != nil {
 				return v, err
 			}

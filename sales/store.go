@@ -15,7 +15,7 @@ import (
 // Buckets of the sales store (kv buckets). Keys that combine parts
 // separate them with 0x00, which no id contains.
 const (
-	bStock     = "stock"        // event\0type\0tier -> remaining (uint64)
+	bStock     = "stock"        // event\0type\0tier[\0#NN] -> remaining in that shard (uint64, stock.go)
 	bQuota     = "quota"        // event\0type\0tier -> configured quota (uint64)
 	bOrders    = "orders"       // order no -> Order
 	bHolds     = "holds"        // hold-until (unix nanos, 8 bytes) || order no -> nil
@@ -171,6 +171,15 @@ func OpenStore(path string) (*Store, error) {
 // closes it).
 func NewStore(db kv.DB) *Store { return &Store{db: db} }
 
+// defaultShards is the stock shards of a tier unless configured: one on
+// bbolt, which commits one writer at a time, eight elsewhere (stock.go).
+func (s *Store) defaultShards() int {
+	if _, ok := s.db.(*boltkv.DB); ok {
+		return 1
+	}
+	return 8
+}
+
 // Close closes the store.
 func (s *Store) Close() error { return s.db.Close() }
 
@@ -183,50 +192,10 @@ func (s *Store) DB() kv.DB { return s.db }
 // back on its own terms.
 var bg = context.Background()
 
-// syncStock sets up stock for every tier; a quota changed in the config
-// moves the remaining stock by the difference, never below zero.
-func (s *Store) syncStock(events []Event) error {
-	return s.db.Update(bg, func(tx kv.Tx) error {
-		for _, ev := range events {
-			for _, tt := range ev.Types {
-				for _, tr := range tt.Tiers {
-					k := key(ev.ID, tt.ID, tr.ID)
-					old, had, err := lookU64(tx, bQuota, k)
-					if err != nil {
-						return err
-					}
-					rem, err := getU64(tx, bStock, k)
-					if err != nil {
-						return err
-					}
-					q := uint64(tr.Quota)
-					switch {
-					case !had:
-						rem = q
-					case q > old:
-						rem += q - old
-					case old-q > rem:
-						rem = 0
-					default:
-						rem -= old - q
-					}
-					if err := putU64(tx, bQuota, k, q); err != nil {
-						return err
-					}
-					if err := putU64(tx, bStock, k, rem); err != nil {
-						return err
-					}
-				}
-			}
-		}
-		return nil
-	})
-}
-
 // Remaining returns the unsold stock of a tier.
 func (s *Store) Remaining(event, typ, tier string) (int, error) {
 	var n uint64
-	err := s.db.View(bg, func(tx kv.Tx) (err error) { n, err = getU64(tx, bStock, key(event, typ, tier)); return err })
+	err := s.db.View(bg, func(tx kv.Tx) (err error) { n, err = totalStock(tx, key(event, typ, tier)); return err })
 	return int(n), err
 }
 
@@ -297,7 +266,7 @@ func lookU64(tx kv.Tx, bucket string, k []byte) (uint64, bool, error) {
 	if err != nil || len(v) != 8 {
 		return 0, false, err
 	}
-	return binary.BigEndian.Uint64(v), true, nil
+	return counter(v), true, nil
 }
 
 // getU64 reads a counter; a missing one is 0.

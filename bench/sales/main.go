@@ -50,13 +50,14 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds of each store, each on fresh books")
 	conns := flag.Int("conns", 256, "HTTP connections the buyers share")
 	stores := flag.String("stores", "bbolt,postgres", "stores to measure, comma-separated; the first is the baseline the others are compared with. postgres starts a throwaway cluster (Debian's postgresql, fsync on) unless -pg names a database")
+	shards := flag.Int("shards", 0, "stock shards of the tier (0: the store's default, 1 on bbolt and 8 on PostgreSQL)")
 	pgDurable := flag.Bool("pg-durable", true, "the throwaway cluster keeps fsync and synchronous_commit on (false shows what the WAL flush costs)")
 	pgConns := flag.Int("pg-conns", 0, "PostgreSQL connections of the store's pool (0: the sales store's default)")
 	pgURL := flag.String("pg", "", "an existing PostgreSQL database (postgres://...) to measure instead of a throwaway cluster; the bench uses tables named bench_sales_N")
 	flag.Parse()
 	t := &tb{}
 	defer t.done()
-	if err := run(t, strings.Split(*stores, ","), *pgURL, *pgDurable, *pgConns, *buyers, *stock, *rounds, *conns); err != nil {
+	if err := run(t, strings.Split(*stores, ","), *pgURL, *pgDurable, *pgConns, *shards, *buyers, *stock, *rounds, *conns); err != nil {
 		t.done()
 		fmt.Fprintln(os.Stderr, "bench/sales:", err)
 		os.Exit(1)
@@ -81,7 +82,7 @@ func (t *tb) done() {
 // opener makes fresh sales books for a round and says how to remove them.
 type opener func(round int) (*sales.Store, func(), error)
 
-func run(t *tb, stores []string, pgURL string, pgDurable bool, pgConns int, buyers, stock, rounds, conns int) error {
+func run(t *tb, stores []string, pgURL string, pgDurable bool, pgConns, shards int, buyers, stock, rounds, conns int) error {
 	fmt.Printf("buyers=%d stock=%d conns=%d rounds=%d stores=%s\n", buyers, stock, conns, rounds, strings.Join(stores, ","))
 	openers := map[string]opener{}
 	for _, name := range stores {
@@ -120,7 +121,7 @@ func run(t *tb, stores []string, pgURL string, pgDurable bool, pgConns int, buye
 			if err != nil {
 				return fmt.Errorf("%s: %w", name, err)
 			}
-			res, err := round(st, buyers, stock, conns)
+			res, err := round(st, shards, buyers, stock, conns)
 			closeStore()
 			if err != nil {
 				return fmt.Errorf("%s round %d: %w", name, r, err)
@@ -153,9 +154,9 @@ type result struct {
 	rate                           float64
 }
 
-func round(st *sales.Store, buyers, stock, conns int) (*result, error) {
+func round(st *sales.Store, shards, buyers, stock, conns int) (*result, error) {
 	doors := time.Now().Add(30 * 24 * time.Hour)
-	cfg := sales.Config{AppID: "wxbench", MchID: "1900000000", UserRate: -1, AddrRate: -1,
+	cfg := sales.Config{AppID: "wxbench", MchID: "1900000000", UserRate: -1, AddrRate: -1, StockShards: shards,
 		Events: []sales.Event{{ID: "rush", Name: "Rush", DoorsOpen: doors, Ends: doors.Add(4 * time.Hour),
 			Types: []sales.TicketType{{ID: "ga", Name: "General", Tiers: []sales.Tier{{ID: "std", Name: "Standard", Price: 5000, Quota: stock}}}}}}}
 	s, err := sales.NewServer(cfg, st, noIssue{}, noPay{}, login{}, slog.New(slog.DiscardHandler))

@@ -65,7 +65,7 @@ func TestMoveImport(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pg, err := pgstore.Open(ctx, newDatabase(t, cl, "move"), pgstore.Options{})
+	pg, err := pgstore.Open(ctx, cl.Database(t, "move"), pgstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestMoveImport(t *testing.T) {
 	}
 
 	// A failed import stores nothing: the move can be run again.
-	pg2, err := pgstore.Open(ctx, newDatabase(t, cl, "failed"), pgstore.Options{})
+	pg2, err := pgstore.Open(ctx, cl.Database(t, "failed"), pgstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ func TestConformance(t *testing.T) {
 	cl := pgtest.Start(t, pgtest.Options{})
 	var dbs atomic.Int32
 	ingesttest.Run(t, func(t *testing.T, n int) []centre.IngestStore {
-		url := newDatabase(t, cl, fmt.Sprintf("t%d", dbs.Add(1)))
+		url := cl.Database(t, fmt.Sprintf("t%d", dbs.Add(1)))
 		hs := make([]centre.IngestStore, n)
 		for i := range hs {
 			s, err := pgstore.Open(context.Background(), url, pgstore.Options{})
@@ -36,24 +36,11 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func newDatabase(t *testing.T, cl *pgtest.Cluster, name string) string {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), cl.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	return strings.Replace(cl.DSN, "/postgres?", "/"+name+"?", 1)
-}
-
 // TestMigrateTwice opens a database from several instances at once, and
 // again: the schema is made once and a second open changes nothing.
 func TestMigrateTwice(t *testing.T) {
 	cl := pgtest.Start(t, pgtest.Options{})
-	url := newDatabase(t, cl, "m")
+	url := cl.Database(t, "m")
 	errs := make(chan error, 4)
 	for range 4 {
 		go func() {
@@ -100,7 +87,7 @@ func TestOpenErrors(t *testing.T) {
 // the primary does, from the re-entry tickets the primary shares.
 func TestReentryShared(t *testing.T) {
 	cl := pgtest.Start(t, pgtest.Options{})
-	url := newDatabase(t, cl, "r")
+	url := cl.Database(t, "r")
 	open := func() *centre.Centre {
 		dir := t.TempDir()
 		if err := centre.Init(dir, nil); err != nil {

@@ -38,20 +38,6 @@ func gatesync(t *testing.T, now func() time.Time, args ...string) (code int, std
 	return code, o.String(), e.String()
 }
 
-// pgDatabase makes a new database on the cluster and returns its URL.
-func pgDatabase(t *testing.T, cl *pgtest.Cluster, name string) string {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), cl.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	return strings.Replace(cl.DSN, "/postgres?", "/"+name+"?", 1)
-}
-
 // moveCentre is a centre directory whose books (in central.db) hold two
 // gates' entries: a duplicate, a conflict, a re-entry and a gate known
 // only by its heartbeat.
@@ -228,7 +214,7 @@ func TestMoveBooks(t *testing.T) {
 	}
 
 	cl := pgtest.Start(t, pgtest.Options{})
-	url := pgDatabase(t, cl, "books")
+	url := cl.Database(t, "books")
 	m := newMoveCentre(t)
 
 	// A serve holding central.db: refused, nothing moved.
@@ -243,7 +229,7 @@ func TestMoveBooks(t *testing.T) {
 	}
 
 	// Sales books in PostgreSQL already: refused, nothing moved.
-	full := pgDatabase(t, cl, "salesfull")
+	full := cl.Database(t, "salesfull")
 	sdb, err := pgkv.Open(context.Background(), full, pgkv.Options{Table: sales.PostgresTable})
 	if err != nil {
 		t.Fatal(err)

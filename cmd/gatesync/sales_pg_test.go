@@ -37,7 +37,7 @@ func TestServeSalesOnPostgres(t *testing.T) {
 	bins := webBins(t)
 	bin := filepath.Join(bins, "gatesync")
 	cl := pgtest.Start(t, pgtest.Options{})
-	dsn := pgDatabase(t, cl, "salese2e")
+	dsn := cl.Database(t, "salese2e")
 	dir := t.TempDir()
 	cdir := filepath.Join(dir, "centre")
 	webRun(t, bin, "init", "--dir", cdir)

@@ -562,20 +562,11 @@ func (t *tx) appeared(bucket string, key []byte) error {
 
 // Put implements kv.Tx: the write waits for the commit (or the next Scan).
 func (t *tx) Put(bucket string, key, value []byte) error {
-	if !t.write {
-		return kv.ErrReadOnly
-	}
-	if err := t.usable(); err != nil {
+	if err := t.writable(bucket); err != nil {
 		return err
-	}
-	if err := t.checkBucket(bucket); err != nil {
-		return err
-	}
-	if key == nil {
-		key = []byte{}
 	}
 	value = append([]byte{}, value...) // the caller may reuse it; nil is stored empty
-	w := write{bucket: bucket, key: bytes.Clone(key), value: value}
+	w := write{bucket: bucket, key: append([]byte{}, key...), value: value}
 	ak := absentKey(bucket, key)
 	if _, ok := t.absent[ak]; ok {
 		// Read as absent: it must still be when the INSERT runs.
@@ -589,20 +580,23 @@ func (t *tx) Put(bucket string, key, value []byte) error {
 // Delete implements kv.Tx: the write waits for the commit (or the next
 // Scan).
 func (t *tx) Delete(bucket string, key []byte) error {
+	if err := t.writable(bucket); err != nil {
+		return err
+	}
+	t.queue(absentKey(bucket, key), write{del: true, bucket: bucket, key: append([]byte{}, key...)}, nil)
+	return nil
+}
+
+// writable returns why bucket cannot be written in this transaction, if
+// it cannot.
+func (t *tx) writable(bucket string) error {
 	if !t.write {
 		return kv.ErrReadOnly
 	}
 	if err := t.usable(); err != nil {
 		return err
 	}
-	if err := t.checkBucket(bucket); err != nil {
-		return err
-	}
-	if key == nil {
-		key = []byte{}
-	}
-	t.queue(absentKey(bucket, key), write{del: true, bucket: bucket, key: bytes.Clone(key)}, nil)
-	return nil
+	return t.checkBucket(bucket)
 }
 
 func (t *tx) queue(ak string, w write, leaves []byte) {

@@ -412,41 +412,5 @@ func testNilValue(t *testing.T, dsn string) {
 func BenchmarkCounterUpdate(b *testing.B) {
 	cl := pgtest.Start(b, pgtest.Options{Durable: true})
 	db := open(b, cl.DSN, pgkv.Options{MaxConns: 32})
-	runs := 0
-	for _, par := range []int{1, 8} {
-		b.Run("par="+strconv.Itoa(par), func(b *testing.B) {
-			runs++
-			key := []byte("counter" + strconv.Itoa(runs)) // a new counter each run
-			b.SetParallelism(par)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					err := db.Update(b.Context(), func(tx kv.Tx) error {
-						v, err := tx.Get("bench", key)
-						if err != nil {
-							return err
-						}
-						n := 0
-						if v != nil {
-							n, _ = strconv.Atoi(string(v))
-						}
-						return tx.Put("bench", key, []byte(strconv.Itoa(n+1)))
-					})
-					if err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.StopTimer()
-			var got []byte
-			db.View(b.Context(), func(tx kv.Tx) error {
-				v, err := tx.Get("bench", key)
-				got = append(got[:0], v...)
-				return err
-			})
-			if string(got) != strconv.Itoa(b.N) {
-				b.Errorf("counter = %q after %d increments", got, b.N)
-			}
-		})
-	}
+	kvtest.BenchmarkCounter(b, db)
 }

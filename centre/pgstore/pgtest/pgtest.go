@@ -7,6 +7,7 @@ package pgtest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -15,7 +16,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // TB is the part of testing.TB the helpers use, so benchmark programs can
@@ -122,6 +126,23 @@ func (c *Cluster) run(name string, args ...string) ([]byte, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
 	return out.Bytes(), err
+}
+
+// Database creates a database named name (a plain identifier) on the
+// cluster and returns its postgres:// URL, for tests that want books of
+// their own.
+func (c *Cluster) Database(t TB, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.DSN)
+	if err != nil {
+		t.Fatalf("pgtest: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("pgtest: create database %s: %v", name, err)
+	}
+	return strings.Replace(c.DSN, "/postgres?", "/"+name+"?", 1)
 }
 
 // Stop stops the cluster at once (its data is thrown away anyway).

@@ -2,16 +2,9 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,36 +14,22 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/internal/lockedbuf"
+	"github.com/gated-dev/gated/internal/testpki"
 )
 
-// writeCert writes a self-signed certificate for 127.0.0.1 with the given
-// serial and returns it.
-func writeCert(t *testing.T, certFile, keyFile string, serial int64) *x509.Certificate {
+// install copies a certificate pair over the files serve reads, as a
+// renewal tool does.
+func install(t *testing.T, fromCert, fromKey, certFile, keyFile string) {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	for from, to := range map[string]string{fromCert: certFile, fromKey: keyFile} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "gatesync test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return c
 }
 
 // TestServeHTTPS: with --https-cert/--https-key the API, ticket page and
@@ -78,7 +57,10 @@ func TestServeHTTPS(t *testing.T) {
 		}
 	}
 
-	first := writeCert(t, certFile, keyFile, 1)
+	ca := testpki.New(t)
+	firstCert, firstKey := ca.Issue(t, "first", true)
+	install(t, firstCert, firstKey, certFile, keyFile)
+	first := testpki.Serial(t, firstCert).Int64()
 	port := freePort(t)
 	serve := exec.Command(gatesync, "serve", "--dir", cdir, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
 		"--mqtt-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--https-cert", certFile, "--https-key", keyFile)
@@ -91,9 +73,9 @@ func TestServeHTTPS(t *testing.T) {
 
 	// served returns the serial of the certificate a new connection sees
 	// and the status of /healthz.
-	served := func(trust *x509.Certificate) (int64, int, error) {
+	served := func() (int64, int, error) {
 		pool := x509.NewCertPool()
-		pool.AddCert(trust)
+		pool.AddCert(ca.CA)
 		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
 		r, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
 		if err != nil {
@@ -106,10 +88,10 @@ func TestServeHTTPS(t *testing.T) {
 	var status int
 	waitUntil(t, 10*time.Second, "gatesync serve answers over HTTPS", func() bool {
 		var err error
-		serial, status, err = served(first)
+		serial, status, err = served()
 		return err == nil
 	})
-	if serial != 1 || status != http.StatusOK {
+	if serial != first || status != http.StatusOK {
 		t.Fatalf("HTTPS /healthz: certificate serial %d, status %d", serial, status)
 	}
 	// Plain HTTP on the same port gets no API.
@@ -122,8 +104,10 @@ func TestServeHTTPS(t *testing.T) {
 
 	// Renewal: new files in place; the next connection sees them.
 	time.Sleep(10 * time.Millisecond) // a distinct modification time on coarse clocks
-	second := writeCert(t, certFile, keyFile, 2)
-	if serial, status, err := served(second); err != nil || serial != 2 || status != http.StatusOK {
+	secondCert, secondKey := ca.Issue(t, "second", true)
+	install(t, secondCert, secondKey, certFile, keyFile)
+	second := testpki.Serial(t, secondCert).Int64()
+	if serial, status, err := served(); err != nil || serial != second || status != http.StatusOK {
 		t.Fatalf("after renewal: serial %d, status %d, err %v\n%s", serial, status, err, log.String())
 	}
 	if !strings.Contains(log.String(), "HTTPS certificate reloaded") {
@@ -133,7 +117,7 @@ func TestServeHTTPS(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if serial, _, err := served(second); err != nil || serial != 2 {
+	if serial, _, err := served(); err != nil || serial != second {
 		t.Fatalf("with a broken key file: serial %d, err %v", serial, err)
 	}
 	if !strings.Contains(log.String(), "does not load") {

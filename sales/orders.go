@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -357,14 +356,10 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) listOrders(w http.ResponseWriter, r *http.Request) error {
 	var out []OrderView
-	prefix := key(user(r), "")
 	err := s.st.db.View(r.Context(), func(tx kv.Tx) error {
 		out = []OrderView{}
-		var nos []string
-		if err := kv.ScanPrefix(tx, bUserOrds, prefix, func(k, _ []byte) error {
-			nos = append(nos, string(k[len(prefix):]))
-			return nil
-		}); err != nil {
+		nos, err := userIndex(tx, bUserOrds, user(r))
+		if err != nil {
 			return err
 		}
 		for _, no := range nos {
@@ -389,14 +384,10 @@ func (s *Server) listOrders(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) listTickets(w http.ResponseWriter, r *http.Request) error {
 	var out []TicketView
-	prefix := key(user(r), "")
 	err := s.st.db.View(r.Context(), func(tx kv.Tx) error {
 		out = []TicketView{}
-		var ids []string
-		if err := kv.ScanPrefix(tx, bOwned, prefix, func(k, _ []byte) error {
-			ids = append(ids, string(k[len(prefix):]))
-			return nil
-		}); err != nil {
+		ids, err := userIndex(tx, bOwned, user(r))
+		if err != nil {
 			return err
 		}
 		for _, id := range ids {
@@ -413,6 +404,18 @@ func (s *Server) listTickets(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// userIndex returns the ids a buyer's index bucket (openid\0id -> nil:
+// bUserOrds, bOwned) lists for openid, in order.
+func userIndex(tx kv.Tx, bucket, openid string) ([]string, error) {
+	prefix := key(openid, "")
+	var ids []string
+	err := kv.ScanPrefix(tx, bucket, prefix, func(k, _ []byte) error {
+		ids = append(ids, string(k[len(prefix):]))
+		return nil
+	})
+	return ids, err
 }
 
 func orderStateProblem(o *Order) *Problem {
@@ -626,4 +629,3 @@ func (s *Server) uncount(tx kv.Tx, o *Order) error {
 	return nil
 }
 
-var _ = json.Marshal

@@ -628,4 +628,3 @@ func (s *Server) uncount(tx kv.Tx, o *Order) error {
 	}
 	return nil
 }
-

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -57,6 +58,7 @@ type Scan struct {
 type request struct {
 	v     *verify.Verifier
 	scan  Scan
+	fn    func(*bolt.Tx) error // a joined write (joinCommit); nil for a scan
 	entry Entry
 	err   error
 	done  chan struct{}
@@ -66,6 +68,9 @@ type request struct {
 // journal and outbox records, and the ticket's use, durably, before it
 // returns. On a storage error nothing was committed, and the returned entry
 // is a DENY with reason storage_failure that the caller must still signal.
+// When a commit reports failure, the store is reopened and read back before
+// Record answers: if the decision turned out durable after all, Record
+// returns it with a nil error, so what is signalled is what is stored.
 func (s *Store) Record(ctx context.Context, v *verify.Verifier, sc Scan) (Entry, error) {
 	r := &request{v: v, scan: sc, done: make(chan struct{})}
 	select {
@@ -79,6 +84,23 @@ func (s *Store) Record(ctx context.Context, v *verify.Verifier, sc Scan) (Entry,
 	return r.entry, r.err
 }
 
+// joinCommit runs fn inside the next group commit, so a write that is not a
+// scan (another gate's admission arriving by sync) shares the decisions'
+// fsync instead of paying its own. With no scan waiting it waits up to
+// Options.LiveDelay for other joined writes. fn may run more than once (a
+// batch is rerun when a batch-mate fails): it must reset what it counts.
+// It returns fn's error, or the commit's.
+func (s *Store) joinCommit(fn func(tx *bolt.Tx) error) error {
+	r := &request{fn: fn, done: make(chan struct{})}
+	select {
+	case s.reqs <- r:
+	case <-s.quit:
+		return ErrClosed
+	}
+	<-r.done
+	return r.err
+}
+
 func failed(sc Scan, err error) Entry {
 	e := Entry{At: sc.At, Gate: sc.Gate, Scanner: sc.Scanner, Verdict: Deny,
 		Reason: verify.ReasonStorageFailure, Detail: err.Error()}
@@ -88,10 +110,10 @@ func failed(sc Scan, err error) Entry {
 	return e
 }
 
-// loop is the group committer: it takes the first waiting scan, then every
-// other scan already waiting, and decides them in order in one transaction.
-// Deciding inside the transaction, in arrival order, is what makes a second
-// scan of a ticket in the same batch see the first one's use.
+// loop is the group committer: it takes the first waiting request, then
+// every other request already waiting, and runs them in order in one
+// transaction. Deciding inside the transaction, in arrival order, is what
+// makes a second scan of a ticket in the same batch see the first one's use.
 func (s *Store) loop() {
 	defer close(s.done)
 	batch := make([]*request, 0, s.maxBatch)
@@ -102,33 +124,132 @@ func (s *Store) loop() {
 		case <-s.quit:
 			return
 		}
-		batch = append(batch[:0], r)
-	fill:
-		for len(batch) < s.maxBatch {
+		s.commit(s.fill(append(batch[:0], r)), false)
+	}
+}
+
+// fill adds the requests already waiting. A batch that holds only joined
+// writes waits up to liveDelay for more, and stops waiting when a scan
+// arrives: a person is waiting for that one.
+func (s *Store) fill(batch []*request) []*request {
+	var wait <-chan time.Time
+	if batch[0].fn != nil {
+		t := time.NewTimer(s.liveDelay)
+		defer t.Stop()
+		wait = t.C
+	}
+	for len(batch) < s.maxBatch {
+		if wait == nil {
 			select {
 			case r := <-s.reqs:
 				batch = append(batch, r)
+				continue
 			default:
-				break fill
+				return batch
 			}
 		}
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			for _, r := range batch {
-				var err error
-				if r.entry, err = s.apply(tx, r.v, r.scan); err != nil {
-					return err
-				}
+		select {
+		case r := <-s.reqs:
+			batch = append(batch, r)
+			if r.fn == nil {
+				wait = nil
 			}
-			return nil
-		})
-		for _, r := range batch {
-			if err != nil {
-				s.log.Error("commit failed", "err", err, "batch", len(batch))
-				r.entry, r.err = failed(r.scan, err), fmt.Errorf("commit decision: %w", err)
-			}
-			close(r.done)
+		case <-wait:
+			wait = nil
+		case <-s.quit:
+			return batch
 		}
 	}
+	return batch
+}
+
+// commit runs a batch in one transaction and answers every request in it.
+// A request whose own work fails (not the commit) is taken out and the rest
+// rerun, as bbolt's Batch does: one bad request never fails its
+// batch-mates. The failed ones then run alone, and their error is final.
+func (s *Store) commit(batch []*request, solo bool) {
+	var alone []*request
+	for len(batch) > 0 {
+		i, txid, err := s.try(batch)
+		if i >= 0 {
+			r := batch[i]
+			batch = append(batch[:i:i], batch[i+1:]...)
+			if solo {
+				s.answer(r, err)
+			} else {
+				alone = append(alone, r)
+			}
+			continue
+		}
+		if err != nil {
+			s.recoverCommit(batch, txid, err)
+		} else {
+			s.committed()
+			for _, r := range batch {
+				close(r.done)
+			}
+		}
+		break
+	}
+	for _, r := range alone {
+		s.commit([]*request{r}, true)
+	}
+}
+
+// answer fails one request with err.
+func (s *Store) answer(r *request, err error) {
+	s.log.Error("request failed in its own transaction", "err", err)
+	if r.fn == nil {
+		r.entry, r.err = failed(r.scan, err), fmt.Errorf("record decision: %w", err)
+	} else {
+		r.err = err
+	}
+	close(r.done)
+}
+
+// try runs the batch in one write transaction and commits it. It returns
+// the index of the request whose own work failed (and its error), or -1
+// and the commit's error. txid names the transaction for the read-back.
+func (s *Store) try(batch []*request) (failedAt, txid int, err error) {
+	tx, err := s.db.Begin(true)
+	if err != nil {
+		return -1, 0, err
+	}
+	txid = tx.ID()
+	for i, r := range batch {
+		if err := s.run(tx, r); err != nil {
+			tx.Rollback()
+			return i, txid, err
+		}
+	}
+	return -1, txid, commitGuarded(tx)
+}
+
+// commitGuarded commits, turning a panic of bbolt (a freelist that a
+// damaged or half-written file left inconsistent) into an error, so the
+// batch goes through the read-back like any failed commit.
+func commitGuarded(tx *bolt.Tx) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			func() { defer func() { recover() }(); tx.Rollback() }()
+			err = fmt.Errorf("%w: commit: %v", ErrDamaged, r)
+		}
+	}()
+	return tx.Commit()
+}
+
+// run does one request's work inside the batch's transaction. A panic of
+// bbolt on a damaged page becomes that request's ErrDamaged.
+func (s *Store) run(tx *bolt.Tx, r *request) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(&err)
+	r.err = nil
+	if r.fn != nil {
+		return r.fn(tx)
+	}
+	r.entry, err = s.apply(tx, r.v, r.scan)
+	return err
 }
 
 func (s *Store) apply(tx *bolt.Tx, v *verify.Verifier, sc Scan) (Entry, error) {

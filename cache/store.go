@@ -9,9 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/gated-dev/gated/verify"
@@ -58,7 +62,22 @@ var (
 	ErrClosed = errors.New("store is closed")
 	// ErrLocked means another process has the store open.
 	ErrLocked = errors.New("store is in use by another process")
+	// ErrDamaged means the store file cannot be read as a gate store: it is
+	// empty, cut short, or has a damaged page. The file is left as it is;
+	// `gated salvage` copies out what can still be read.
+	ErrDamaged = errors.New("store file is damaged")
+	// ErrNoStore means there is no store file and Options.MustExist was set.
+	ErrNoStore = errors.New("no gate store")
 )
+
+// damagedAdvice is what a person does about ErrDamaged, in English and Chinese.
+const damagedAdvice = "do not delete it; run `gated salvage --data DIR --out FILE` to copy out the journal, " +
+	"then provision a fresh --data directory and import the salvage. " +
+	"存储文件已损坏：请勿删除；运行 gated salvage 导出记录，然后在新的数据目录中重新配置并导入"
+
+func damaged(path, why string) error {
+	return fmt.Errorf("%w: %s: %s; %s", ErrDamaged, path, why, damagedAdvice)
+}
 
 // Options tune Open. The zero value is the safe default.
 type Options struct {
@@ -72,57 +91,137 @@ type Options struct {
 	MaxBatch int
 	// Logger receives storage errors (default: discard).
 	Logger *slog.Logger
+	// OpenFile opens the store file (default os.OpenFile). It is bbolt's
+	// seam: tests open the file through a fault-injecting filesystem.
+	OpenFile func(name string, flag int, perm os.FileMode) (*os.File, error)
+	// MustExist refuses to create a store: every gated command but
+	// provision sets it, so a missing file is an error, not a new store.
+	MustExist bool
+	// LiveDelay is how long a write that joins the group commit without a
+	// scan (another gate's admission, see joinCommit) waits for others to
+	// share its fsync (default 100ms).
+	LiveDelay time.Duration
+	// Now is the clock of the store's health record (default time.Now).
+	Now func() time.Time
 }
 
 // Store is an open gate store. Its methods are safe for concurrent use.
 type Store struct {
-	db       *bolt.DB
-	log      *slog.Logger
-	instance string
-	maxBatch int
-	reqs     chan *request
-	quit     chan struct{}
-	done     chan struct{}
+	db        *handle
+	opts      Options
+	log       *slog.Logger
+	instance  string
+	maxBatch  int
+	liveDelay time.Duration
+	reqs      chan *request
+	quit      chan struct{}
+	done      chan struct{}
+
+	healthMu sync.Mutex
+	health   Health
 }
 
-// Open opens or creates the store in dir.
+// Open opens the store in dir, or creates it unless o.MustExist. It refuses
+// a file that is empty, cut short or damaged with ErrDamaged, never
+// replacing it.
 func Open(dir string, o *Options) (*Store, error) {
-	if o == nil {
-		o = &Options{}
+	var opts Options
+	if o != nil {
+		opts = *o
 	}
-	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Second
+	if opts.Timeout <= 0 {
+		opts.Timeout = 2 * time.Second
 	}
-	if o.MaxBatch <= 0 {
-		o.MaxBatch = 128
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 128
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
+	if opts.LiveDelay <= 0 {
+		opts.LiveDelay = 100 * time.Millisecond
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.OpenFile == nil {
+		opts.OpenFile = os.OpenFile
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        o.Timeout,
-		NoFreelistSync: true, // the freelist is rebuilt on open; commits write less
-		FreelistType:   bolt.FreelistMapType,
-	})
-	if errors.Is(err, bolterr.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s (stop the other gated, or use another --data)", ErrLocked, path)
+	if !opts.MustExist {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
+		}
 	}
+	db, err := openBolt(path, &opts)
 	if err != nil {
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, err
 	}
-	db.NoSync = o.NoSync
-	s := &Store{db: db, log: o.Logger, maxBatch: o.MaxBatch,
-		reqs: make(chan *request), quit: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{db: &handle{db: db}, opts: opts, log: opts.Logger, maxBatch: opts.MaxBatch, liveDelay: opts.LiveDelay,
+		reqs: make(chan *request), quit: make(chan struct{}), done: make(chan struct{}), health: Health{OK: true}}
 	if err := s.init(path); err != nil {
 		db.Close()
 		return nil, err
 	}
 	go s.loop()
 	return s, nil
+}
+
+// minFileSize is the smallest file bbolt writes: two meta pages, a
+// freelist page and an empty root leaf, at the smallest page size.
+const minFileSize = 4 * 1024
+
+// openBolt opens the bbolt file, refusing a damaged one with ErrDamaged.
+// bbolt panics when it meets a damaged page while rebuilding its freelist
+// on open, and faults when the file is shorter than its pages say: both
+// are caught here, at the open boundary, and so are files too short or
+// empty (bbolt would silently write a new store into an empty file).
+func openBolt(path string, o *Options) (db *bolt.DB, err error) {
+	fi, statErr := os.Stat(path)
+	switch {
+	case errors.Is(statErr, fs.ErrNotExist) && o.MustExist:
+		return nil, fmt.Errorf("%w at %s: provision it first with `gated provision --data DIR BUNDLE` "+
+			"(没有门禁存储：请先运行 gated provision)", ErrNoStore, path)
+	case statErr == nil && !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("open store %s: not a regular file", path)
+	case statErr == nil && fi.Size() == 0:
+		return nil, damaged(path, "the file is empty (zero length)")
+	case statErr == nil && fi.Size() < minFileSize:
+		return nil, damaged(path, fmt.Sprintf("the file is cut short (%d bytes)", fi.Size()))
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, damaged(path, fmt.Sprint(r))
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        o.Timeout,
+		NoFreelistSync: true, // the freelist is rebuilt on open; commits write less
+		FreelistType:   bolt.FreelistMapType,
+		OpenFile:       o.OpenFile,
+	})
+	switch {
+	case errors.Is(err, bolterr.ErrTimeout):
+		return nil, fmt.Errorf("%w: %s (stop the other gated, or use another --data)", ErrLocked, path)
+	case errors.Is(err, bolterr.ErrInvalid), errors.Is(err, bolterr.ErrChecksum), errors.Is(err, bolterr.ErrVersionMismatch),
+		err != nil && strings.Contains(err.Error(), "file size too small"):
+		return nil, damaged(path, err.Error())
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	db.NoSync = o.NoSync
+	if statErr == nil {
+		// A file cut short at a page boundary opens; its pages past the
+		// end would fault on first read.
+		var hw int64
+		db.View(func(tx *bolt.Tx) error { hw = tx.Size(); return nil })
+		if fi, err := os.Stat(path); err == nil && fi.Size() < hw {
+			db.Close()
+			return nil, damaged(path, fmt.Sprintf("the file is cut short: %d bytes, its pages reach %d", fi.Size(), hw))
+		}
+	}
+	return db, nil
 }
 
 func (s *Store) init(path string) error {

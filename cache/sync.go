@@ -322,9 +322,11 @@ func (s *Store) ApplySnapshot(sn *Snapshot) (*verify.TrustList, error) {
 
 // MarkUsed records an admission made at another gate, unless the ticket
 // has a use already (the first one stands). It reports whether it wrote.
+// It rides the group commit (joinCommit): no fsync of its own.
 func (s *Store) MarkUsed(id verify.TicketID, u verify.Use) (bool, error) {
 	wrote := false
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.joinCommit(func(tx *bolt.Tx) error {
+		wrote = false
 		b := tx.Bucket(bUsed)
 		if b.Get(id[:]) != nil {
 			return nil
@@ -339,11 +341,12 @@ func (s *Store) MarkUsed(id verify.TicketID, u verify.Use) (bool, error) {
 	return wrote, err
 }
 
-// MarkUsedBatch is MarkUsed for many tickets in one transaction; it
-// returns how many were new.
+// MarkUsedBatch is MarkUsed for many tickets in one transaction (the next
+// group commit); it returns how many were new.
 func (s *Store) MarkUsedBatch(ids []verify.TicketID, uses []verify.Use) (int, error) {
 	n := 0
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.joinCommit(func(tx *bolt.Tx) error {
+		n = 0
 		b := tx.Bucket(bUsed)
 		for i, id := range ids {
 			if b.Get(id[:]) != nil {

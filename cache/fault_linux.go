@@ -1,0 +1,20 @@
+package cache
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// dropCache asks the kernel to drop the file's clean cached pages, so a
+// reopen after a failed fsync reads what the disk holds: Linux marks pages
+// whose writeback failed clean, and would otherwise serve them as if they
+// were written.
+func dropCache(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+}

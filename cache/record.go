@@ -86,8 +86,8 @@ func (s *Store) Record(ctx context.Context, v *verify.Verifier, sc Scan) (Entry,
 
 // joinCommit runs fn inside the next group commit, so a write that is not a
 // scan (another gate's admission arriving by sync) shares the decisions'
-// fsync instead of paying its own. With no scan waiting it waits up to
-// Options.LiveDelay for other joined writes. fn may run more than once (a
+// fsync instead of paying its own. With no scan waiting, joined writes
+// commit at most once per Options.LiveDelay, so it waits up to that long. fn may run more than once (a
 // batch is rerun when a batch-mate fails): it must reset what it counts.
 // It returns fn's error, or the commit's.
 func (s *Store) joinCommit(fn func(tx *bolt.Tx) error) error {
@@ -117,6 +117,7 @@ func failed(sc Scan, err error) Entry {
 func (s *Store) loop() {
 	defer close(s.done)
 	batch := make([]*request, 0, s.maxBatch)
+	var last time.Time // when the last batch was committed
 	for {
 		var r *request
 		select {
@@ -124,17 +125,20 @@ func (s *Store) loop() {
 		case <-s.quit:
 			return
 		}
-		s.commit(s.fill(append(batch[:0], r)), false)
+		s.commit(s.fill(append(batch[:0], r), last), false)
+		last = time.Now()
 	}
 }
 
 // fill adds the requests already waiting. A batch that holds only joined
-// writes waits up to liveDelay for more, and stops waiting when a scan
-// arrives: a person is waiting for that one.
-func (s *Store) fill(batch []*request) []*request {
+// writes is held until liveDelay after the last commit, gathering more, so
+// writes that are not scans cause at most one commit per liveDelay however
+// many arrive; it stops waiting when a scan arrives: a person is waiting
+// for that one.
+func (s *Store) fill(batch []*request, last time.Time) []*request {
 	var wait <-chan time.Time
-	if batch[0].fn != nil {
-		t := time.NewTimer(s.liveDelay)
+	if d := time.Until(last.Add(s.liveDelay)); batch[0].fn != nil && d > 0 {
+		t := time.NewTimer(d)
 		defer t.Stop()
 		wait = t.C
 	}

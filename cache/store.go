@@ -97,9 +97,10 @@ type Options struct {
 	// MustExist refuses to create a store: every gated command but
 	// provision sets it, so a missing file is an error, not a new store.
 	MustExist bool
-	// LiveDelay is how long a write that joins the group commit without a
-	// scan (another gate's admission, see joinCommit) waits for others to
-	// share its fsync (default 100ms).
+	// LiveDelay bounds how often writes that join the group commit
+	// without a scan (other gates' admissions, see joinCommit) commit on
+	// their own: at most once per LiveDelay (default 100ms), so the gate's
+	// fsyncs do not grow with the venue's admission rate.
 	LiveDelay time.Duration
 	// Now is the clock of the store's health record (default time.Now).
 	Now func() time.Time

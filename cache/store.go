@@ -446,3 +446,25 @@ func (s *Store) Stats() (Stats, error) {
 	})
 	return st, err
 }
+
+// Check walks every page of the store (bbolt's consistency check) and
+// returns ErrDamaged naming the first problems found. It reads the whole
+// file: for gated doctor and salvage, not for every open.
+func (s *Store) Check() error {
+	var problems []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			if len(problems) < 5 {
+				problems = append(problems, err.Error())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return damaged(s.db.Path(), err.Error())
+	}
+	if len(problems) > 0 {
+		return damaged(s.db.Path(), strings.Join(problems, "; "))
+	}
+	return nil
+}

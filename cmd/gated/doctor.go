@@ -94,7 +94,11 @@ func cmdDoctor(args []string, io stdio, now func() time.Time) error {
 		return err
 	}
 	failed := 0
+	var cause error
 	for _, c := range checks {
+		if c.level == checkFail && c.name == "store" && strings.Contains(c.what, cache.ErrDamaged.Error()) {
+			cause = cache.ErrDamaged // exit 3, as every other command on this store
+		}
 		fmt.Fprintf(io.out, "%-5s %-12s %s\n", c.level, c.name, c.what)
 		if c.fix != "" && c.level != checkOK {
 			fmt.Fprintf(io.out, "      %-12s → %s\n", "", c.fix)
@@ -102,6 +106,9 @@ func cmdDoctor(args []string, io stdio, now func() time.Time) error {
 		if c.level == checkFail {
 			failed++
 		}
+	}
+	if failed > 0 && cause != nil {
+		return fmt.Errorf("%d check(s) failed: %w", failed, cause)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d check(s) failed", failed)
@@ -144,12 +151,21 @@ func doctor(args []string, env doctorEnv, io stdio) ([]check, error) {
 	return out, nil
 }
 
+func salvageFix(data string) string {
+	return "stop gated, keep the file, then: gated salvage --data " + data + " --out salvage.jsonl; " +
+		"provision a fresh directory and gated salvage --import salvage.jsonl --data NEWDIR " +
+		"(存储已损坏：导出记录后在新目录重新配置并导入)"
+}
+
 func checkStore(cfg *gate.Config, env doctorEnv) []check {
 	if _, err := os.Stat(filepath.Join(cfg.Data, cache.FileName)); errors.Is(err, os.ErrNotExist) {
 		return []check{{checkFail, "store", "no store in " + cfg.Data,
 			"provision the gate: gated provision --data " + cfg.Data + " BUNDLE (from gatesync export)"}}
 	}
-	store, err := cache.Open(cfg.Data, &cache.Options{Timeout: 500 * time.Millisecond})
+	store, err := cache.Open(cfg.Data, &cache.Options{Timeout: 500 * time.Millisecond, MustExist: true})
+	if errors.Is(err, cache.ErrDamaged) {
+		return []check{{checkFail, "store", err.Error(), salvageFix(cfg.Data)}}
+	}
 	if errors.Is(err, cache.ErrLocked) {
 		return []check{{checkOK, "store", cfg.Data + " is open in a running gated (store, trust and clock checks need it stopped, or see /status)", ""}}
 	}
@@ -158,6 +174,9 @@ func checkStore(cfg *gate.Config, env doctorEnv) []check {
 			"check that " + cfg.Data + " is on a working disk and owned by the user gated runs as (chown -R gated:gated " + cfg.Data + ")"}}
 	}
 	defer store.Close()
+	if err := store.Check(); err != nil {
+		return []check{{checkFail, "store", err.Error(), salvageFix(cfg.Data)}}
+	}
 	st, err := store.State()
 	if errors.Is(err, cache.ErrNotProvisioned) {
 		return []check{{checkFail, "store", "no bundle loaded", "gated provision --data " + cfg.Data + " BUNDLE (from gatesync export)"}}

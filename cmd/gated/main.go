@@ -28,9 +28,13 @@ commands:
   provision  --data DIR FILE   load a signed bundle from gatesync export
   journal    --data DIR        print every decision, one JSON object a line
   status     --data DIR        print what the gate holds
+  salvage    --data DIR --out FILE | --import FILE --data NEWDIR
+             copy what can be read out of a damaged store; carry it into a fresh one
   scanners   [--models DIR]    list known scanner models, the devices present and which model each matches
 
 Run gated COMMAND --help for a command's flags.
+
+exit codes: 0 ok, 1 failed, 2 bad flags or config, 3 the store is damaged (run gated salvage)
 `
 
 // command is one subcommand. Commands in other files add themselves to
@@ -75,10 +79,23 @@ func run(args []string, io stdio, now func() time.Time) int {
 	case errors.As(err, &ue), errors.As(err, &ce):
 		fmt.Fprintf(io.errOut, "gated %s: %v\n", args[0], err)
 		return cli.ExitUsage
+	case errors.Is(err, cache.ErrDamaged):
+		fmt.Fprintf(io.errOut, "gated %s: %v\n", args[0], err)
+		return exitDamaged
 	default:
 		fmt.Fprintf(io.errOut, "gated %s: %v\n", args[0], err)
 		return cli.ExitFail
 	}
+}
+
+// exitDamaged is the exit code for a damaged store (cache.ErrDamaged), so
+// scripts and systemd tell it from bad flags (2) and other failures (1).
+const exitDamaged = 3
+
+// openExisting opens the store of a provisioned gate: every command but
+// provision refuses to create one.
+func openExisting(data string) (*cache.Store, error) {
+	return cache.Open(data, &cache.Options{MustExist: true})
 }
 
 func dataOnly(name string, args []string) (string, []string, error) {
@@ -135,10 +152,7 @@ func cmdJournal(args []string, io stdio, _ func() time.Time) error {
 	if len(pos) > 0 {
 		return cli.Usagef("unexpected argument %q", pos[0])
 	}
-	if _, err := os.Stat(data); err != nil {
-		return fmt.Errorf("no gate data at %s: %w", data, err)
-	}
-	s, err := cache.Open(data, nil)
+	s, err := openExisting(data)
 	if err != nil {
 		return err
 	}
@@ -152,7 +166,7 @@ func cmdStatus(args []string, io stdio, _ func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	s, err := cache.Open(data, nil)
+	s, err := openExisting(data)
 	if err != nil {
 		return err
 	}

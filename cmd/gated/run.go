@@ -121,7 +121,7 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 		}
 		sources = append(sources, src)
 	}
-	store, err := cache.Open(cfg.Data, &cache.Options{Logger: log.With("component", "cache")})
+	store, err := cache.Open(cfg.Data, &cache.Options{Logger: log.With("component", "cache"), MustExist: true})
 	if err != nil {
 		return err
 	}

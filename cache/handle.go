@@ -23,9 +23,9 @@ type handle struct {
 // guard recovers a panic of bbolt reading a damaged page into ErrDamaged.
 // SetPanicOnFault makes a fault on the file's memory map (a file cut short
 // under the map) a panic too, instead of a crash of the whole process.
-func guard(err *error) {
+func guard(path string, err *error) {
 	if r := recover(); r != nil {
-		*err = fmt.Errorf("%w: %v", ErrDamaged, r)
+		*err = damaged(path, fmt.Sprint(r))
 	}
 }
 
@@ -34,7 +34,7 @@ func (h *handle) View(fn func(*bolt.Tx) error) (err error) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer guard(&err)
+	defer guard(h.db.Path(), &err)
 	return h.db.View(fn)
 }
 
@@ -43,7 +43,7 @@ func (h *handle) Update(fn func(*bolt.Tx) error) (err error) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer guard(&err)
+	defer guard(h.db.Path(), &err)
 	return h.db.Update(fn)
 }
 

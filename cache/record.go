@@ -237,7 +237,7 @@ func commitGuarded(tx *bolt.Tx) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			func() { defer func() { recover() }(); tx.Rollback() }()
-			err = fmt.Errorf("%w: commit: %v", ErrDamaged, r)
+			err = damaged(tx.DB().Path(), fmt.Sprintf("commit: %v", r))
 		}
 	}()
 	return tx.Commit()
@@ -247,7 +247,7 @@ func commitGuarded(tx *bolt.Tx) (err error) {
 // bbolt on a damaged page becomes that request's ErrDamaged.
 func (s *Store) run(tx *bolt.Tx, r *request) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer guard(&err)
+	defer guard(tx.DB().Path(), &err)
 	r.err = nil
 	if r.fn != nil {
 		return r.fn(tx)

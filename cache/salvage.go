@@ -97,8 +97,47 @@ func Salvage(path string, w io.Writer) (*SalvageReport, error) {
 	if !(s.complete["journal"] && s.complete["used"] && s.complete["outbox"]) {
 		rep.FromPages, rep.InDoubt = s.pages(raw)
 	}
+	s.fromJournal()
 	rep.Instance, rep.Event, rep.LastSeq, rep.Damage = s.instance, s.event, s.lastSeq, s.damage
 	return rep, s.write(w, rep)
+}
+
+// fromJournal fills in from the journal records what their own buckets
+// lost: the instance and event (every record names them), the uses (every
+// admission is one), and the outbox. An unreadable outbox means every
+// record is sent again: the centre books each once, so resending is safe
+// where leaving one out is not.
+func (s *salvaged) fromJournal() {
+	seqs := make([]uint64, 0, len(s.journal))
+	for seq := range s.journal {
+		seqs = append(seqs, seq)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	for _, seq := range seqs {
+		var e Entry
+		if json.Unmarshal(s.journal[seq], &e) != nil {
+			continue
+		}
+		if s.instance == "" {
+			s.instance = strings.TrimSuffix(e.ID, "-"+strconv.FormatUint(seq, 10))
+		}
+		if s.event == "" {
+			s.event = e.Event
+		}
+		if !s.complete["used"] && e.Verdict == Admit {
+			if id, err := verify.ParseTicketID(e.Ticket); err == nil {
+				if _, ok := s.uses[id]; !ok {
+					s.uses[id], _ = json.Marshal(verify.Use{Seq: e.Seq, At: e.At, Gate: e.Gate})
+				}
+			}
+		}
+		if !s.complete["outbox"] {
+			s.outbox[seq] = true
+		}
+	}
+	if !s.complete["outbox"] && len(seqs) > 0 {
+		s.damage = append(s.damage, "the outbox could not be read: every salvaged record will be sent to the centre again, which books each once")
+	}
 }
 
 // logical is the first pass, through bbolt.

@@ -173,9 +173,9 @@ func Open(dir string, o *Options) (*Store, error) {
 const minFileSize = 4 * 1024
 
 // openBolt opens the bbolt file, refusing a damaged one with ErrDamaged.
-// bbolt panics when it meets a damaged page while rebuilding its freelist
-// on open, and faults when the file is shorter than its pages say: both
-// are caught here, at the open boundary, and so are files too short or
+// bbolt panics when it meets a damaged page, and faults when the file is
+// shorter than its pages say: both are caught here, at the open boundary
+// (and in every transaction, see handle), and so are files too short or
 // empty (bbolt would silently write a new store into an empty file).
 func openBolt(path string, o *Options) (db *bolt.DB, err error) {
 	fi, statErr := os.Stat(path)
@@ -197,8 +197,12 @@ func openBolt(path string, o *Options) (db *bolt.DB, err error) {
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        o.Timeout,
-		NoFreelistSync: true, // the freelist is rebuilt on open; commits write less
+		Timeout: o.Timeout,
+		// The freelist is written with every commit (one more page in the
+		// same write, no extra fsync) rather than rebuilt on open: bbolt
+		// rebuilds it on a goroutine of its own, where a damaged page is a
+		// panic no recover can catch, and by reading every page.
+		NoFreelistSync: false,
 		FreelistType:   bolt.FreelistMapType,
 		OpenFile:       o.OpenFile,
 	})

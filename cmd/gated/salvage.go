@@ -66,7 +66,7 @@ func cmdSalvage(args []string, io stdio, _ func() time.Time) error {
 	if rep.FromPages > 0 {
 		fmt.Fprintf(io.out, "%d records recovered from older copies of damaged pages\n", rep.FromPages)
 	}
-	fmt.Fprintf(io.out, "lost: %s\n", rep.Lost())
+	fmt.Fprintf(io.out, "not recovered: %s\n", rep.Lost())
 	fmt.Fprintf(io.out, "next: gated provision --data NEWDIR BUNDLE, then gated salvage --import %s --data NEWDIR\n", *out)
 	return nil
 }

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/gated-dev/gated/cache"
+)
+
+// crashed reports whether a command died of a panic or a fault rather
+// than exiting with an error.
+func crashed(r result) bool {
+	for _, s := range []string{"panic:", "goroutine ", "fatal error", "unexpected fault address", "SIGSEGV", "SIGBUS"} {
+		if strings.Contains(r.stderr, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// damagedSite is a provisioned gate with some decisions, and its store
+// file's bytes.
+func damagedSite(t *testing.T) (*site, []string, []byte) {
+	s := newSite(t)
+	codes := s.issue("--event", "expo", "--count", "30")
+	s.provision("expo")
+	s.scan(codes)
+	pristine, err := os.ReadFile(filepath.Join(s.gate, cache.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, codes, pristine
+}
+
+// Every gated command on a store with one damaged page, on each page in
+// turn, and on truncated and empty files: none panics, and each exits 0
+// (the damage was in a page it did not need), 3 (the store is damaged),
+// or, for doctor only, 1 (another check failed).
+func TestDamagedStoreNeverPanics(t *testing.T) {
+	_, codes, pristine := damagedSite(t)
+	const page = 4096
+	type variant struct {
+		name string
+		data []byte
+	}
+	var variants []variant
+	rng := rand.New(rand.NewPCG(1, 2))
+	for p := 0; p*page < len(pristine); p++ {
+		b := bytes.Clone(pristine)
+		for i := p * page; i < (p+1)*page && i < len(b); i++ {
+			b[i] = byte(rng.Uint32())
+		}
+		variants = append(variants, variant{fmt.Sprintf("page %d", p), b})
+	}
+	for _, n := range []int{0, 100, page, 2 * page, 3 * page, len(pristine) / 2, len(pristine) - page} {
+		variants = append(variants, variant{fmt.Sprintf("cut to %d bytes", n), bytes.Clone(pristine[:n])})
+	}
+	commands := map[string][]string{
+		"status":  {"status", "--data", "DIR"},
+		"journal": {"journal", "--data", "DIR"},
+		"doctor":  {"doctor", "--data", "DIR", "--gate", "g9", "--scanner", "stdin:"},
+		"run":     {"run", "--data", "DIR", "--gate", "g9", "--scanner", "stdin:", "--output", "json"},
+	}
+	exits := map[string]map[int]int{}
+	for _, v := range variants {
+		dir := filepath.Join(t.TempDir(), "gate")
+		os.MkdirAll(dir, 0o700)
+		path := filepath.Join(dir, cache.FileName)
+		if err := os.WriteFile(path, v.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for name, args := range commands {
+			args = append([]string(nil), args...)
+			for i := range args {
+				if args[i] == "DIR" {
+					args[i] = dir
+				}
+			}
+			r := runBin(t, strings.NewReader(codes[0]+"\n"), "gated", args...)
+			if exits[name] == nil {
+				exits[name] = map[int]int{}
+			}
+			exits[name][r.code]++
+			switch {
+			case crashed(r):
+				t.Errorf("%s: gated %s crashed (exit %d):\n%.600s", v.name, name, r.code, r.stderr)
+			case r.code == 3 && !strings.Contains(r.stderr+r.stdout, "gated salvage"):
+				t.Errorf("%s: gated %s exit 3 without saying what to do: %s", v.name, name, r.stderr)
+			case r.code != 0 && r.code != 3 && !(name == "doctor" && r.code == 1):
+				t.Errorf("%s: gated %s exit %d, want 0 or 3:\n%s%s", v.name, name, r.code, r.stdout, r.stderr)
+			}
+		}
+		if len(v.data) == 0 {
+			if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
+				t.Errorf("an empty store file was replaced (%v)", err)
+			}
+		}
+	}
+	for name, byCode := range exits {
+		var cs []string
+		for c, n := range byCode {
+			cs = append(cs, fmt.Sprintf("exit %d: %d", c, n))
+		}
+		sort.Strings(cs)
+		t.Logf("gated %-7s over %d damaged stores: %s", name, len(variants), strings.Join(cs, ", "))
+	}
+}
+
+// No command but provision creates a store: status on an empty data
+// directory says to provision, and leaves no file behind.
+func TestOnlyProvisionCreatesAStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "gate")
+	for _, args := range [][]string{
+		{"status", "--data", dir},
+		{"journal", "--data", dir},
+		{"run", "--data", dir, "--gate", "g1", "--scanner", "stdin:"},
+	} {
+		r := runBin(t, strings.NewReader(""), "gated", args...)
+		if r.code == 0 || !strings.Contains(r.stderr, "gated provision") {
+			t.Errorf("gated %s on no store: exit %d, %s", args[0], r.code, r.stderr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, cache.FileName)); !os.IsNotExist(err) {
+		t.Fatalf("a store was created: %v", err)
+	}
+}
+
+// Salvage of a store with a damaged page, then import into a fresh one:
+// the journal and uses come back, and the old tickets stay used.
+func TestSalvageAndImport(t *testing.T) {
+	s, codes, pristine := damagedSite(t)
+	var before []map[string]any
+	for _, l := range nonEmptyLines(must(t, runBin(t, nil, "gated", "journal", "--data", s.gate))) {
+		var m map[string]any
+		json.Unmarshal([]byte(l), &m)
+		before = append(before, m)
+	}
+	// Damage the root page of the store's buckets (named by the newer of
+	// the two meta pages): none of its buckets can be reached now.
+	path := filepath.Join(s.gate, cache.FileName)
+	meta := func(p int) (root, txid uint64) {
+		m := pristine[p*4096+16:]
+		return binary.LittleEndian.Uint64(m[16:]), binary.LittleEndian.Uint64(m[48:])
+	}
+	root, tx0 := meta(0)
+	if r1, tx1 := meta(1); tx1 > tx0 {
+		root = r1
+	}
+	b := bytes.Clone(pristine)
+	for i := root * 4096; i < (root+1)*4096; i++ {
+		b[i] = 0xff
+	}
+	os.WriteFile(path, b, 0o600)
+	if r := runBin(t, nil, "gated", "status", "--data", s.gate); r.code != 3 {
+		t.Fatalf("status of the damaged store: exit %d %s", r.code, r.stderr)
+	}
+	out := filepath.Join(t.TempDir(), "salvage.jsonl")
+	r := must(t, runBin(t, nil, "gated", "salvage", "--data", s.gate, "--out", out))
+	t.Log(r)
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	must(t, runBin(t, nil, "gated", "provision", "--data", fresh, s.export("expo")))
+	t.Log(must(t, runBin(t, nil, "gated", "salvage", "--import", out, "--data", fresh)))
+	after := nonEmptyLines(must(t, runBin(t, nil, "gated", "journal", "--data", fresh)))
+	if len(after) != len(before) {
+		t.Fatalf("journal after salvage and import: %d records, want %d", len(after), len(before))
+	}
+	for i, l := range after {
+		var m map[string]any
+		json.Unmarshal([]byte(l), &m)
+		if m["id"] != before[i]["id"] || m["verdict"] != before[i]["verdict"] {
+			t.Fatalf("record %d: %v, want %v", i, m, before[i])
+		}
+	}
+	in := strings.NewReader(codes[0] + "\n")
+	recs := records(t, must(t, runBin(t, in, "gated", "run", "--data", fresh, "--gate", "north-1", "--scanner", "stdin:", "--output", "json")))
+	if len(recs) != 1 || recs[0].Reason != "already_used" {
+		t.Fatalf("a ticket used before the damage, scanned at the fresh store: %+v", recs)
+	}
+}

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -31,11 +34,102 @@ type Health struct {
 	Failures int
 }
 
-// Health reports whether the last commit reached the disk.
+// Health reports whether the last commit reached the disk, and whether
+// the space reserve is held.
 func (s *Store) Health() Health {
 	s.healthMu.Lock()
 	defer s.healthMu.Unlock()
-	return s.health
+	h := s.health
+	if h.OK && !s.reserveOut.IsZero() {
+		h = Health{Err: "disk full: the store's space reserve is in use; free space in " + filepath.Dir(s.db.Path()),
+			Since: s.reserveOut}
+	}
+	return h
+}
+
+// Probe commits an empty transaction (a meta page and its fdatasync) to
+// find out whether the disk works again, and takes the space reserve back
+// when there is room. It returns the health's error, if any. The watchdog
+// check calls it while the store is unhealthy.
+func (s *Store) Probe() error {
+	if err := s.joinCommit(func(*bolt.Tx) error { return nil }); err != nil {
+		return err
+	}
+	s.healthMu.Lock()
+	out := !s.reserveOut.IsZero()
+	s.healthMu.Unlock()
+	if out {
+		if err := s.holdReserve(); err == nil {
+			s.log.Info("disk space reserve taken back")
+		}
+	}
+	if h := s.Health(); !h.OK {
+		return errors.New(h.Err)
+	}
+	return nil
+}
+
+// holdReserve allocates the space reserve file, or checks it is there.
+func (s *Store) holdReserve() error {
+	if s.opts.Reserve <= 0 {
+		return nil
+	}
+	path := filepath.Join(filepath.Dir(s.db.Path()), ReserveName)
+	if fi, err := os.Stat(path); err == nil && fi.Size() >= s.opts.Reserve {
+		s.setReserve(true)
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	err = allocate(f, s.opts.Reserve)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return err
+	}
+	s.setReserve(true)
+	return nil
+}
+
+func (s *Store) setReserve(held bool) {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	switch {
+	case held:
+		s.reserveOut = time.Time{}
+	case s.reserveOut.IsZero():
+		s.reserveOut = s.opts.Now()
+	}
+}
+
+// releaseReserve frees the space reserve after a commit found the disk
+// full; it reports whether there was one to free.
+func (s *Store) releaseReserve() bool {
+	if s.opts.Reserve <= 0 {
+		return false
+	}
+	path := filepath.Join(filepath.Dir(s.db.Path()), ReserveName)
+	if err := os.Remove(path); err != nil {
+		return false
+	}
+	s.log.Error("disk full: released the store's space reserve; free space on the gate's disk", "bytes", s.opts.Reserve, "dir", filepath.Dir(path))
+	s.setReserve(false)
+	return true
+}
+
+// logLimited logs a storage error that may repeat on every scan at most
+// once per Options.LogEvery, with the count of those held back.
+func (s *Store) logLimited(msg string, args ...any) {
+	if ok, n := s.rl.Allow(msg); ok {
+		if n > 0 {
+			args = append(args, "repeated", n)
+		}
+		s.log.Error(msg, args...)
+	}
 }
 
 func (s *Store) committed() {
@@ -59,20 +153,26 @@ func (s *Store) fault(err error) {
 
 // recoverCommit answers a batch whose commit failed with what a reopened
 // store holds: the batch's true entries if the commit turned out durable,
-// storage_failure DENYs if it did not.
-func (s *Store) recoverCommit(batch []*request, txid int, cerr error) {
+// storage_failure DENYs if it did not. It returns false without answering
+// when the batch is worth one more try: the disk was full, nothing of the
+// batch was stored, and the space reserve was just freed for it.
+func (s *Store) recoverCommit(batch []*request, txid int, cerr error, retried bool) bool {
 	s.fault(cerr)
+	freed := errors.Is(cerr, syscall.ENOSPC) && s.releaseReserve()
 	durable, rerr := s.readBack(batch, txid)
 	switch {
 	case rerr != nil:
 		s.fault(rerr)
-		s.log.Error("commit failed and the store could not be read back; denying the batch",
+		s.logLimited("commit failed and the store could not be read back; denying the batch",
 			"err", cerr, "reopen_err", rerr, "batch", len(batch))
 	case durable:
-		s.log.Error("commit reported failure but reached the disk; signalling what is stored",
+		s.logLimited("commit reported failure but reached the disk; signalling what is stored",
 			"err", cerr, "batch", len(batch))
+	case freed && !retried:
+		s.log.Warn("disk full: trying the batch again in the space the reserve freed", "batch", len(batch))
+		return false
 	default:
-		s.log.Error("commit failed; nothing of the batch was stored", "err", cerr, "batch", len(batch))
+		s.logLimited("commit failed; nothing of the batch was stored", "err", cerr, "batch", len(batch))
 	}
 	err := cerr
 	if rerr != nil {
@@ -87,6 +187,7 @@ func (s *Store) recoverCommit(batch []*request, txid int, cerr error) {
 		}
 		close(r.done)
 	}
+	return true
 }
 
 // errDisagrees means a reopened store holds a transaction but not the

@@ -18,3 +18,9 @@ func dropCache(path string) {
 	defer f.Close()
 	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
+
+// allocate gives f size bytes of disk, really allocated (a sparse file
+// would reserve nothing).
+func allocate(f *os.File, size int64) error {
+	return unix.Fallocate(int(f.Fd()), 0, 0, size)
+}

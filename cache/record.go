@@ -173,6 +173,7 @@ func (s *Store) fill(batch []*request, last time.Time) []*request {
 // batch-mates. The failed ones then run alone, and their error is final.
 func (s *Store) commit(batch []*request, solo bool) {
 	var alone []*request
+	retried := false
 	for len(batch) > 0 {
 		i, txid, err := s.try(batch)
 		if i >= 0 {
@@ -186,7 +187,10 @@ func (s *Store) commit(batch []*request, solo bool) {
 			continue
 		}
 		if err != nil {
-			s.recoverCommit(batch, txid, err)
+			if !s.recoverCommit(batch, txid, err, retried) {
+				retried = true
+				continue
+			}
 		} else {
 			s.committed()
 			for _, r := range batch {
@@ -202,7 +206,7 @@ func (s *Store) commit(batch []*request, solo bool) {
 
 // answer fails one request with err.
 func (s *Store) answer(r *request, err error) {
-	s.log.Error("request failed in its own transaction", "err", err)
+	s.logLimited("request failed in its own transaction", "err", err)
 	if r.fn == nil {
 		r.entry, r.err = failed(r.scan, err), fmt.Errorf("record decision: %w", err)
 	} else {

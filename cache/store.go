@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gated-dev/gated/internal/ratelog"
 	"github.com/gated-dev/gated/verify"
 	bolt "go.etcd.io/bbolt"
 	bolterr "go.etcd.io/bbolt/errors"
@@ -104,7 +105,18 @@ type Options struct {
 	LiveDelay time.Duration
 	// Now is the clock of the store's health record (default time.Now).
 	Now func() time.Time
+	// Reserve is how many bytes of disk the store keeps allocated in a
+	// file of its own (ReserveName) and frees when a commit finds the disk
+	// full, so the decisions after it, and the record of the fault, can
+	// still be written (default 8 MiB; negative: no reserve).
+	Reserve int64
+	// LogEvery is how often a repeating storage error is logged: once,
+	// then once per LogEvery with the count held back (default 10s).
+	LogEvery time.Duration
 }
+
+// ReserveName is the space reserve's file in the data directory.
+const ReserveName = "gate.reserve"
 
 // Store is an open gate store. Its methods are safe for concurrent use.
 type Store struct {
@@ -118,8 +130,11 @@ type Store struct {
 	quit      chan struct{}
 	done      chan struct{}
 
+	rl       *ratelog.Limiter
 	healthMu sync.Mutex
 	health   Health
+	// reserveOut is when the space reserve was released; zero while held.
+	reserveOut time.Time
 }
 
 // Open opens the store in dir, or creates it unless o.MustExist. It refuses
@@ -145,6 +160,9 @@ func Open(dir string, o *Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Reserve == 0 {
+		opts.Reserve = 8 << 20
+	}
 	if opts.OpenFile == nil {
 		opts.OpenFile = os.OpenFile
 	}
@@ -159,10 +177,14 @@ func Open(dir string, o *Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: &handle{db: db}, opts: opts, log: opts.Logger, maxBatch: opts.MaxBatch, liveDelay: opts.LiveDelay,
-		reqs: make(chan *request), quit: make(chan struct{}), done: make(chan struct{}), health: Health{OK: true}}
+		reqs: make(chan *request), quit: make(chan struct{}), done: make(chan struct{}), health: Health{OK: true},
+		rl: ratelog.New(opts.LogEvery, opts.Now)}
 	if err := s.init(path); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if err := s.holdReserve(); err != nil {
+		s.log.Warn("cannot reserve disk space for the store; a full disk will stop decisions at once", "err", err, "bytes", opts.Reserve)
 	}
 	go s.loop()
 	return s, nil

@@ -315,6 +315,9 @@ func scannerRows(st ops.Status) []Row {
 	if st.StoreError != "" {
 		rows = append(rows, Row{styleProblem, " STORE: " + st.StoreError + " (call a supervisor)"})
 	}
+	if st.Storage != nil && !st.Storage.OK {
+		rows = append(rows, Row{styleProblem, " storage fault: call a supervisor · 存储故障：请联系主管 (" + st.Storage.Error + ")"})
+	}
 	return rows
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/internal/ratelog"
 	"github.com/gated-dev/gated/scanner"
 	"github.com/gated-dev/gated/verify"
 )
@@ -40,6 +41,9 @@ type Gate struct {
 	// decisions never go back in time within a run.
 	floor    atomic.Int64
 	lastWarn atomic.Int64
+	// rl bounds "decision not recorded": on a full or failing disk it
+	// would come once per scan and fill what is left of the disk.
+	rl *ratelog.Limiter
 }
 
 // New returns a gate with id deciding against store with v.
@@ -47,7 +51,7 @@ func New(id string, store Store, v *verify.Verifier, log *slog.Logger, signals .
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gate{id: id, store: store, signals: signals, log: log}
+	g := &Gate{id: id, store: store, signals: signals, log: log, rl: ratelog.New(0, nil)}
 	g.verifier.Store(v)
 	return g
 }
@@ -63,7 +67,9 @@ func (g *Gate) Decide(ctx context.Context, s scanner.Scan) cache.Entry {
 	sc := g.check(v, s)
 	e, err := g.store.Record(ctx, v, sc)
 	if err != nil {
-		g.log.Error("decision not recorded", "err", err, "scanner", s.Source)
+		if ok, n := g.rl.Allow("decision not recorded"); ok {
+			g.log.Error("decision not recorded", "err", err, "scanner", s.Source, "repeated", n)
+		}
 	}
 	for _, sig := range g.signals {
 		sig.Signal(e)

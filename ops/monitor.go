@@ -30,6 +30,15 @@ type Store interface {
 	Outbox(after uint64, max int) ([]cache.Outgoing, error)
 }
 
+// StorageHealth is the optional capability of a Store that knows whether
+// its disk takes commits (cache.Store): a failing disk makes the gate
+// unhealthy. Probe retries a commit; the watchdog check calls it while the
+// store is unhealthy, so a disk that works again clears the fault.
+type StorageHealth interface {
+	Health() cache.Health
+	Probe() error
+}
+
 // Sync is what the monitor reads of the sync link (gatelink.Link). A link
 // that also has LastSync() time.Time (the last message exchanged with the
 // centre) gets its age shown; see LastSyncer.
@@ -205,6 +214,18 @@ type Status struct {
 	Scanners []ScannerStatus `json:"scanners"`
 	// StoreError is set when the store could not be read.
 	StoreError string `json:"store_error,omitempty"`
+	// Storage is whether the store's disk takes commits; nil when the
+	// store cannot tell.
+	Storage *StorageStatus `json:"storage,omitempty"`
+}
+
+// StorageStatus is the store's disk: OK, or the error of the last failed
+// commit (or a released space reserve) and since when.
+type StorageStatus struct {
+	OK       bool      `json:"ok"`
+	Error    string    `json:"error,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
+	Failures int       `json:"failures,omitempty"`
 }
 
 // Seconds is a duration that marshals as seconds.
@@ -250,6 +271,10 @@ func (m *Monitor) Status() Status {
 		if ls, ok := link.(LastSyncer); ok {
 			st.LastSync = ls.LastSync()
 		}
+	}
+	if sh, ok := store.(StorageHealth); ok {
+		h := sh.Health()
+		st.Storage = &StorageStatus{OK: h.OK, Error: h.Err, Since: h.Since, Failures: h.Failures}
 	}
 	if store != nil {
 		if err := st.readStore(store); err != nil {
@@ -316,6 +341,9 @@ func notReady(storeOpen bool, st Status) string {
 	if st.StoreError != "" {
 		return "store unreadable: " + st.StoreError
 	}
+	if st.Storage != nil && !st.Storage.OK {
+		return fmt.Sprintf("storage fault since %s: %s; call a supervisor", st.Storage.Since.Format(time.RFC3339), st.Storage.Error)
+	}
 	for _, s := range st.Scanners {
 		if s.Up {
 			return ""
@@ -327,7 +355,8 @@ func notReady(storeOpen bool, st Status) string {
 	return "no scanner is up (check cables and `gated doctor`)"
 }
 
-// Healthy is the watchdog's check: the store answers a read. It does not
+// Healthy is the watchdog's check: the store answers a read, and its disk
+// takes commits (while it does not, a commit is retried here). It does not
 // look at scanners, since restarting gated cannot plug a cable back in.
 func (m *Monitor) Healthy(ctx context.Context) error {
 	m.mu.Lock()
@@ -337,7 +366,14 @@ func (m *Monitor) Healthy(ctx context.Context) error {
 		return errors.New("store not open")
 	}
 	done := make(chan error, 1)
-	go func() { _, err := store.SyncState(); done <- err }()
+	go func() {
+		if sh, ok := store.(StorageHealth); ok && !sh.Health().OK {
+			done <- sh.Probe()
+			return
+		}
+		_, err := store.SyncState()
+		done <- err
+	}()
 	select {
 	case err := <-done:
 		return err

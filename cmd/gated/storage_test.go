@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/gated-dev/gated/cache"
@@ -183,5 +184,108 @@ func TestSalvageAndImport(t *testing.T) {
 	recs := records(t, must(t, runBin(t, in, "gated", "run", "--data", fresh, "--gate", "north-1", "--scanner", "stdin:", "--output", "json")))
 	if len(recs) != 1 || recs[0].Reason != "already_used" {
 		t.Fatalf("a ticket used before the damage, scanned at the fresh store: %+v", recs)
+	}
+}
+
+// A gate on a real full disk (a small tmpfs, mounted here as root): the
+// first commit that finds no space frees the store's reserve, so the
+// decisions go on being recorded, and the gate says it is unhealthy
+// (/healthz 503, /status storage not ok) instead of answering "ok". The
+// errors repeated per scan are logged a bounded number of times.
+func TestFullDiskIsLoud(t *testing.T) {
+	mnt := t.TempDir()
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=12m"); err != nil {
+		if os.Getenv("GATED_TEST_REQUIRE") != "" {
+			t.Fatal(err)
+		}
+		t.Skipf("cannot mount a tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	s := newSite(t)
+	s.gate = filepath.Join(mnt, "gate")
+	codes := s.issue("--event", "expo", "--count", "40")
+	s.provision("expo")
+	if fi, err := os.Stat(filepath.Join(s.gate, cache.ReserveName)); err != nil || fi.Size() != 8<<20 {
+		t.Fatalf("space reserve: %v", err)
+	}
+	g := startLive(t, s, nil, "--output", "json", "--http", "127.0.0.1:0")
+	base := "http://" + g.waitStderr(httpAddrRE)
+	if code, body := get(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz before the disk filled: %d %s", code, body)
+	}
+	// Fill the disk.
+	f, err := os.Create(filepath.Join(mnt, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<16)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	var stored, failed int
+	for round := 0; round < 10; round++ {
+		for _, l := range g.scan(codes...) {
+			switch {
+			case strings.Contains(l, `"storage_failure"`):
+				failed++
+			default:
+				stored++
+			}
+		}
+	}
+	code, body := get(t, base+"/healthz")
+	t.Logf("%d scans on a full disk: %d recorded, %d storage_failure; /healthz %d %s", stored+failed, stored, failed, code, strings.TrimSpace(body))
+	if code != 503 || !strings.Contains(body, "storage fault") {
+		t.Fatalf("/healthz on a full disk: %d %q, want 503 storage fault", code, body)
+	}
+	var st struct {
+		Ready   bool `json:"ready"`
+		Storage *struct {
+			OK    bool   `json:"ok"`
+			Error string `json:"error"`
+		} `json:"storage"`
+	}
+	_, raw := get(t, base+"/status")
+	if err := json.Unmarshal([]byte(raw), &st); err != nil || st.Ready || st.Storage == nil || st.Storage.OK || st.Storage.Error == "" {
+		t.Fatalf("/status on a full disk: %s", raw)
+	}
+	if _, err := os.Stat(filepath.Join(s.gate, cache.ReserveName)); !os.IsNotExist(err) {
+		t.Fatalf("the space reserve was not released: %v", err)
+	}
+	if failed > 0 {
+		t.Fatalf("%d scans failed although the reserve freed room for them", failed)
+	}
+	// Full again, with no reserve left: every scan is a storage_failure,
+	// and its errors are logged a bounded number of times.
+	f, err = os.Create(filepath.Join(mnt, "filler2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	errorsBefore := strings.Count(g.stderr(), "level=ERROR")
+	failed = 0
+	for round := 0; round < 10; round++ {
+		for _, l := range g.scan(codes...) {
+			if strings.Contains(l, `"storage_failure"`) {
+				failed++
+			}
+		}
+	}
+	if failed < 300 {
+		t.Fatalf("only %d of 400 scans on a disk full for good were storage_failure", failed)
+	}
+	if n := strings.Count(g.stderr(), "level=ERROR") - errorsBefore; n > 10 {
+		t.Fatalf("%d ERROR lines for %d failed scans: repeated errors are not rate limited:\n%.2000s", n, failed, g.stderr())
+	}
+	if code, body := get(t, base+"/healthz"); code != 503 {
+		t.Fatalf("/healthz: %d %s", code, body)
 	}
 }

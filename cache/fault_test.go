@@ -197,3 +197,46 @@ func TestMain(m *testing.M) {
 	faultfs.ServeIfChild()
 	os.Exit(m.Run())
 }
+
+// While the disk keeps failing the store says so (Health), every scan is
+// a storage_failure that admits no one, and a probe after the disk
+// recovers clears the fault.
+func TestHealthFollowsTheDisk(t *testing.T) {
+	ffs := mountFaults(t)
+	w := newWorld(t, 3)
+	s := openStore(t, filepath.Join(ffs.Dir, "d"), &Options{OpenFile: ffs.OpenFile, Reserve: -1})
+	if _, err := s.Provision(w.bundle(t, 1, "expo", w.root)); err != nil {
+		t.Fatal(err)
+	}
+	v := w.verifier()
+	if h := s.Health(); !h.OK {
+		t.Fatalf("fresh store: %+v", h)
+	}
+	ffs.Arm(faultfs.SyncEIO, 1, true)
+	for _, code := range w.codes[:2] {
+		tok, _ := verify.Parse([]byte(code))
+		e, err := s.Record(context.Background(), v, Scan{At: w.now, Gate: "g1", Token: tok, Pre: v.Check(tok, w.now, nil)})
+		if err == nil && e.Verdict == Admit {
+			// SyncEIO keeps the data: the read-back may find it durable,
+			// and then the admission stands, as stored.
+			continue
+		}
+		if e.Reason != verify.ReasonStorageFailure {
+			t.Fatalf("scan on a failing disk: %s %v", e.Reason, err)
+		}
+	}
+	h := s.Health()
+	if h.OK || h.Err == "" || h.Since.IsZero() || h.Failures == 0 {
+		t.Fatalf("health while every fsync fails: %+v", h)
+	}
+	if err := s.Probe(); err == nil {
+		t.Fatal("probe on a failing disk succeeded")
+	}
+	ffs.Disarm()
+	if err := s.Probe(); err != nil {
+		t.Fatalf("probe after the disk recovered: %v", err)
+	}
+	if h := s.Health(); !h.OK {
+		t.Fatalf("health after the disk recovered: %+v", h)
+	}
+}

@@ -6,7 +6,14 @@
 // are committed in one transaction before Record returns, so a verdict that
 // was signalled is never lost, even to a power cut. Concurrent callers share
 // transactions (group commit): one fsync serves every scan that arrived
-// while the previous commit was on disk.
+// while the previous commit was on disk. Other gates' admissions arriving
+// by sync join the same commits (joinCommit), or commit on their own at
+// most once per Options.LiveDelay.
+//
+// A failed commit is never half true: the file is closed, reopened and
+// read back before the batch is answered (see fault.go), and the store's
+// Health says so until a commit succeeds. A damaged file is refused with
+// ErrDamaged, never rewritten; Salvage copies out what can be read.
 //
 // Buckets: meta, tickets, revocations, used, codes, journal, outbox.
 package cache

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/gated-dev/gated/cache"
 )
@@ -137,29 +138,14 @@ func TestOnlyProvisionCreatesAStore(t *testing.T) {
 // Salvage of a store with a damaged page, then import into a fresh one:
 // the journal and uses come back, and the old tickets stay used.
 func TestSalvageAndImport(t *testing.T) {
-	s, codes, pristine := damagedSite(t)
+	s, codes, _ := damagedSite(t)
 	var before []map[string]any
 	for _, l := range nonEmptyLines(must(t, runBin(t, nil, "gated", "journal", "--data", s.gate))) {
 		var m map[string]any
 		json.Unmarshal([]byte(l), &m)
 		before = append(before, m)
 	}
-	// Damage the root page of the store's buckets (named by the newer of
-	// the two meta pages): none of its buckets can be reached now.
-	path := filepath.Join(s.gate, cache.FileName)
-	meta := func(p int) (root, txid uint64) {
-		m := pristine[p*4096+16:]
-		return binary.LittleEndian.Uint64(m[16:]), binary.LittleEndian.Uint64(m[48:])
-	}
-	root, tx0 := meta(0)
-	if r1, tx1 := meta(1); tx1 > tx0 {
-		root = r1
-	}
-	b := bytes.Clone(pristine)
-	for i := root * 4096; i < (root+1)*4096; i++ {
-		b[i] = 0xff
-	}
-	os.WriteFile(path, b, 0o600)
+	damageRoot(t, filepath.Join(s.gate, cache.FileName))
 	if r := runBin(t, nil, "gated", "status", "--data", s.gate); r.code != 3 {
 		t.Fatalf("status of the damaged store: exit %d %s", r.code, r.stderr)
 	}
@@ -287,5 +273,72 @@ func TestFullDiskIsLoud(t *testing.T) {
 	}
 	if code, body := get(t, base+"/healthz"); code != 503 {
 		t.Fatalf("/healthz: %d %s", code, body)
+	}
+}
+
+// damageRoot overwrites the page holding the store's buckets (named by the
+// newer of the two meta pages): none of them can be reached through bbolt.
+func damageRoot(t testing.TB, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := func(p int) (root, txid uint64) {
+		m := b[p*4096+16:]
+		return binary.LittleEndian.Uint64(m[16:]), binary.LittleEndian.Uint64(m[48:])
+	}
+	root, tx0 := meta(0)
+	if r1, tx1 := meta(1); tx1 > tx0 {
+		root = r1
+	}
+	for i := int(root) * 4096; i < int(root+1)*4096; i++ {
+		b[i] = 0xff
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A gate's store is damaged with decisions the centre has and some it has
+// not: salvage, provision fresh, import, and the centre ends up with every
+// decision exactly once, through the real gatesync serve and its broker.
+func TestSalvagedOutboxReachesTheCentreOnce(t *testing.T) {
+	v := newVenue(t, 40, "g1")
+	v.startServe("")
+	g1 := v.startGate("g1", "")
+	g1.scan(v.codes[:20]...)
+	g1.waitDecisions(20, time.Minute)
+	waitFor(t, time.Minute, "the centre holds the first 20", func() bool { return len(v.entries()) == 20 })
+	v.serve.stop()
+	g1.scan(v.codes[20:]...)
+	want := map[string]bool{}
+	for _, r := range g1.waitDecisions(40, time.Minute) {
+		want[r.ID] = true
+	}
+	g1.stop()
+	damageRoot(t, filepath.Join(v.data("g1"), cache.FileName))
+	if r := runBin(t, nil, "gated", "status", "--data", v.data("g1")); r.code != 3 {
+		t.Fatalf("status of the damaged store: exit %d %s", r.code, r.stderr)
+	}
+	out := filepath.Join(t.TempDir(), "salvage.jsonl")
+	t.Log(must(t, runBin(t, nil, "gated", "salvage", "--data", v.data("g1"), "--out", out)))
+	if err := os.Rename(v.data("g1"), v.data("g1")+".damaged"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, runBin(t, nil, "gated", "provision", "--data", v.data("g1"), v.bundle))
+	t.Log(must(t, runBin(t, nil, "gated", "salvage", "--import", out, "--data", v.data("g1"))))
+	v.startServe("")
+	g1 = v.startGate("g1", "")
+	waitFor(t, time.Minute, "the centre holds all 40", func() bool { return len(v.entries()) >= 40 })
+	time.Sleep(time.Second) // a duplicate still in flight lands now
+	checkExactlyOnce(t, v.entries(), want)
+	if cs := v.conflicts(); len(cs) != 0 {
+		t.Errorf("conflicts: %+v", cs)
+	}
+	// The tickets used before the damage stay used at the fresh store.
+	g1.scan(v.codes[0])
+	if r := g1.waitDecisions(1, 30*time.Second); r[0].Reason != "already_used" {
+		t.Fatalf("a ticket admitted before the damage: %+v", r[0])
 	}
 }

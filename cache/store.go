@@ -252,6 +252,25 @@ func openBolt(path string, o *Options) (db *bolt.DB, err error) {
 }
 
 func (s *Store) init(path string) error {
+	// A store that has everything is only read: opening one for status or
+	// journal writes nothing, so a damaged file is not written over.
+	ready := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if tx.Bucket(b) == nil {
+				return nil
+			}
+		}
+		m := tx.Bucket(bMeta)
+		if v := m.Get(kSchema); v == nil || string(v) != fmt.Sprint(SchemaVersion) || m.Get(kInstance) == nil {
+			return nil
+		}
+		s.instance, ready = string(m.Get(kInstance)), true
+		return nil
+	})
+	if err != nil || ready {
+		return err
+	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bMeta)
 		if meta == nil {

@@ -162,9 +162,17 @@ func (s *Store) recoverCommit(batch []*request, txid int, cerr error, retried bo
 	durable, rerr := s.readBack(batch, txid)
 	switch {
 	case rerr != nil:
+		// The one case where a stored ADMIT may have been signalled DENY:
+		// name the tickets, so a supervisor can let their holders in.
+		var doubt []string
+		for _, r := range batch {
+			if r.fn == nil && r.entry.Verdict == Admit {
+				doubt = append(doubt, r.entry.Ticket)
+			}
+		}
 		s.fault(rerr)
-		s.logLimited("commit failed and the store could not be read back; denying the batch",
-			"err", cerr, "reopen_err", rerr, "batch", len(batch))
+		s.log.Error("commit failed and the store could not be read back; denying the batch, whose admissions may be stored",
+			"err", cerr, "reopen_err", rerr, "batch", len(batch), "tickets_in_doubt", doubt)
 	case durable:
 		s.logLimited("commit reported failure but reached the disk; signalling what is stored",
 			"err", cerr, "batch", len(batch))

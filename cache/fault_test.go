@@ -144,15 +144,31 @@ func TestFailedCommitNeverHalfTrue(t *testing.T) {
 	w := newWorld(t, 6)
 	bundle := w.bundle(t, 1, "expo", w.root)
 	v := w.verifier()
-	const points = 14
+	const points = 24
 	type tally struct{ cases, fired, failedScans, durableDespite, mismatched int }
-	counts := map[faultfs.Fault]*tally{}
-	for _, fault := range faultfs.Faults {
+	type kind struct {
+		fault   faultfs.Fault
+		reserve int64
+	}
+	name := func(k kind) string {
+		if k.reserve < 0 {
+			return k.fault.String() + "/no-reserve"
+		}
+		return k.fault.String()
+	}
+	var kinds []kind
+	for _, f := range faultfs.Faults {
+		kinds = append(kinds, kind{f, 0})
+	}
+	// A full disk without the space reserve to fall back on.
+	kinds = append(kinds, kind{faultfs.WriteENOSPC, -1})
+	counts := map[kind]*tally{}
+	for _, k := range kinds {
 		c := &tally{}
-		counts[fault] = c
+		counts[k] = c
 		for n := 1; n <= points; n++ {
-			dir := filepath.Join(ffs.Dir, fmt.Sprintf("%s-%d", fault, n))
-			s, err := Open(dir, &Options{OpenFile: ffs.OpenFile})
+			dir := filepath.Join(ffs.Dir, fmt.Sprintf("%s-%d", strings.ReplaceAll(name(k), "/", "-"), n))
+			s, err := Open(dir, &Options{OpenFile: ffs.OpenFile, Reserve: k.reserve})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,7 +177,7 @@ func TestFailedCommitNeverHalfTrue(t *testing.T) {
 			}
 			var logged lockedbuf.Buffer
 			s.log = slog.New(slog.NewTextHandler(&logged, nil))
-			ffs.Arm(fault, n, false)
+			ffs.Arm(k.fault, n, false)
 			got := scanAll(t, w, s, v, w.codes, 3)
 			c.fired += ffs.Disarm()
 			c.cases++
@@ -176,19 +192,19 @@ func TestFailedCommitNeverHalfTrue(t *testing.T) {
 			s.Close()
 			for _, m := range mismatches(got, readHeld(t, dir)) {
 				c.mismatched++
-				t.Errorf("%s at op %d: %s", fault, n, m)
+				t.Errorf("%s at op %d: %s", name(k), n, m)
 			}
 		}
 	}
-	for _, fault := range faultfs.Faults {
-		c := counts[fault]
-		t.Logf("%-13s cases %d, faults fired %d, storage_failure scans %d, batches durable despite the error %d, mismatches %d",
-			fault, c.cases, c.fired, c.failedScans, c.durableDespite, c.mismatched)
+	for _, k := range kinds {
+		c := counts[k]
+		t.Logf("%-24s cases %d, faults fired %d, storage_failure scans %d, batches durable despite the error %d, mismatches %d",
+			name(k), c.cases, c.fired, c.failedScans, c.durableDespite, c.mismatched)
 		if c.fired == 0 {
-			t.Errorf("%s: no fault fired", fault)
+			t.Errorf("%s: no fault fired", name(k))
 		}
 	}
-	if counts[faultfs.SyncEIO].durableDespite == 0 {
+	if counts[kind{faultfs.SyncEIO, 0}].durableDespite == 0 {
 		t.Errorf("sync-eio never left a failed commit durable: the read-back path was not exercised")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -17,7 +18,16 @@ import (
 // no reader of a damaged store takes the daemon down.
 type handle struct {
 	mu sync.RWMutex
-	db *bolt.DB
+	// p is the open file; read without mu by Path, Info and Begin, which
+	// may be called inside a transaction (a nested RLock would deadlock
+	// behind a waiting swap).
+	p atomic.Pointer[bolt.DB]
+}
+
+func newHandle(db *bolt.DB) *handle {
+	h := &handle{}
+	h.p.Store(db)
+	return h
 }
 
 // guard recovers a panic of bbolt reading a damaged page into ErrDamaged.
@@ -34,8 +44,9 @@ func (h *handle) View(fn func(*bolt.Tx) error) (err error) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer guard(h.db.Path(), &err)
-	return h.db.View(fn)
+	db := h.p.Load()
+	defer guard(db.Path(), &err)
+	return db.View(fn)
 }
 
 // Update is bolt.DB.Update on the current file.
@@ -43,8 +54,9 @@ func (h *handle) Update(fn func(*bolt.Tx) error) (err error) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer guard(h.db.Path(), &err)
-	return h.db.Update(fn)
+	db := h.p.Load()
+	defer guard(db.Path(), &err)
+	return db.Update(fn)
 }
 
 // Begin is bolt.DB.Begin; only the group committer and benchmarks use it,
@@ -61,14 +73,10 @@ func (h *handle) Info() *bolt.Info { return h.current().Info() }
 func (h *handle) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.db.Close()
+	return h.p.Load().Close()
 }
 
-func (h *handle) current() *bolt.DB {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.db
-}
+func (h *handle) current() *bolt.DB { return h.p.Load() }
 
 // swap closes the current file and puts in what reopen returns; on error
 // the old (closed) file stays, so every reader gets bolt's "database not
@@ -76,11 +84,11 @@ func (h *handle) current() *bolt.DB {
 func (h *handle) swap(reopen func() (*bolt.DB, error)) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.db.Close()
+	h.p.Load().Close()
 	db, err := reopen()
 	if err != nil {
 		return err
 	}
-	h.db = db
+	h.p.Store(db)
 	return nil
 }

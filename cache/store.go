@@ -176,7 +176,7 @@ func Open(dir string, o *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{db: &handle{db: db}, opts: opts, log: opts.Logger, maxBatch: opts.MaxBatch, liveDelay: opts.LiveDelay,
+	s := &Store{db: newHandle(db), opts: opts, log: opts.Logger, maxBatch: opts.MaxBatch, liveDelay: opts.LiveDelay,
 		reqs: make(chan *request), quit: make(chan struct{}), done: make(chan struct{}), health: Health{OK: true},
 		rl: ratelog.New(opts.LogEvery, opts.Now)}
 	if err := s.init(path); err != nil {

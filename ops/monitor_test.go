@@ -196,3 +196,46 @@ func TestLastSyncFallback(t *testing.T) {
 		t.Fatalf("caught up: last sync %v, want %v", st.LastSync, now)
 	}
 }
+
+// failingDisk is a store whose disk stopped taking commits.
+type failingDisk struct {
+	fakeStore
+	health cache.Health
+	probes int
+	heals  bool // the next probe succeeds
+}
+
+func (f *failingDisk) Health() cache.Health { return f.health }
+func (f *failingDisk) Probe() error {
+	f.probes++
+	if f.heals {
+		f.health = cache.Health{OK: true}
+		return nil
+	}
+	return errors.New(f.health.Err)
+}
+
+// A failing disk makes the gate unready and fails the watchdog's check,
+// which probes the disk, so a disk that works again clears it.
+func TestStorageFaultIsUnhealthy(t *testing.T) {
+	since := time.Date(2026, 5, 1, 18, 0, 0, 0, time.UTC)
+	disk := &failingDisk{health: cache.Health{Err: "write gate.db: input/output error", Since: since, Failures: 3}}
+	m := NewMonitor(Options{})
+	m.SetStore(disk)
+	m.ScannerStarted("stdin", nil)
+	st := m.Status()
+	if st.Ready || !strings.Contains(st.NotReady, "storage fault") || st.Storage == nil || st.Storage.OK ||
+		st.Storage.Error == "" || !st.Storage.Since.Equal(since) || st.Storage.Failures != 3 {
+		t.Fatalf("status on a failing disk: ready %v %q %+v", st.Ready, st.NotReady, st.Storage)
+	}
+	if err := m.Healthy(context.Background()); err == nil || disk.probes != 1 {
+		t.Fatalf("watchdog check on a failing disk: %v after %d probes", err, disk.probes)
+	}
+	disk.heals = true
+	if err := m.Healthy(context.Background()); err != nil {
+		t.Fatalf("watchdog check after the disk recovered: %v", err)
+	}
+	if st := m.Status(); !st.Ready || !st.Storage.OK {
+		t.Fatalf("status after the disk recovered: %+v", st)
+	}
+}

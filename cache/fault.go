@@ -233,3 +233,14 @@ func (s *Store) readBack(batch []*request, txid int) (bool, error) {
 	})
 	return durable, err
 }
+
+// writeZeros allocates size bytes of f by writing them, then syncs.
+func writeZeros(f *os.File, size int64) error {
+	buf := make([]byte, 1<<16)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		if _, err := f.WriteAt(buf[:min(int64(len(buf)), size-off)], off); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -22,5 +23,9 @@ func dropCache(path string) {
 // allocate gives f size bytes of disk, really allocated (a sparse file
 // would reserve nothing).
 func allocate(f *os.File, size int64) error {
-	return unix.Fallocate(int(f.Fd()), 0, 0, size)
+	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		return writeZeros(f, size) // a filesystem without fallocate (old vfat)
+	}
+	return err
 }

@@ -184,7 +184,10 @@ func Open(dir string, o *Options) (*Store, error) {
 		return nil, err
 	}
 	if err := s.holdReserve(); err != nil {
-		s.log.Warn("cannot reserve disk space for the store; a full disk will stop decisions at once", "err", err, "bytes", opts.Reserve)
+		// Unhealthy until the watchdog's probe can allocate it: a gate
+		// restarted on a full disk must not say "ok".
+		s.setReserve(false)
+		s.log.Error("cannot reserve disk space for the store; free space on the gate's disk", "err", err, "bytes", opts.Reserve)
 	}
 	go s.loop()
 	return s, nil

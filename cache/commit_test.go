@@ -233,3 +233,41 @@ func TestJoinAfterClose(t *testing.T) {
 		t.Fatal("MarkUsed after Close hangs")
 	}
 }
+
+// The sync link applies live messages one at a time. Each MarkUsedQueued
+// returns without waiting for the disk, so 50 in a row share a commit or
+// two instead of one per LiveDelay each; and a scan decided after one
+// returns sees its use.
+func TestSequentialLiveUsesShareCommits(t *testing.T) {
+	w := newWorld(t, 1)
+	s := openStore(t, t.TempDir(), &Options{LiveDelay: 200 * time.Millisecond})
+	if _, err := s.Provision(w.bundle(t, 1, "expo", w.root)); err != nil {
+		t.Fatal(err)
+	}
+	v := w.verifier()
+	tok, _ := verify.Parse([]byte(w.codes[0]))
+	tx0 := txID(t, s)
+	start := time.Now()
+	for i := range 50 {
+		id := verify.TicketID{0xee, byte(i)}
+		if i == 49 {
+			id = tok.Credential.Ticket // the last one is used elsewhere, then scanned here
+		}
+		if n, err := s.MarkUsedQueued([]verify.TicketID{id}, []verify.Use{{Seq: uint64(i + 1), At: w.now, Gate: "g2"}}); n != 1 || err != nil {
+			t.Fatalf("live use %d: %d, %v", i, n, err)
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("50 live uses applied one at a time took %s: each waited for its commit", d)
+	}
+	if e := w.scan(t, s, v, w.codes[0]); e.Reason != verify.ReasonAlreadyUsed || e.FirstUsedGate != "g2" {
+		t.Fatalf("scan after its live use: %s %s", e.Reason, e.Detail)
+	}
+	if txs := txID(t, s) - tx0; txs > 3 {
+		t.Fatalf("50 live uses and a scan took %d commits", txs)
+	}
+	st, _ := s.Stats()
+	if st.Used != 50 {
+		t.Fatalf("%d uses stored, want 50", st.Used)
+	}
+}

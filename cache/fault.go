@@ -193,7 +193,7 @@ func (s *Store) recoverCommit(batch []*request, txid int, cerr error, retried bo
 			}
 			r.err = fmt.Errorf("commit: %w", err)
 		}
-		close(r.done)
+		s.finish(r)
 	}
 	return true
 }

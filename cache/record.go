@@ -59,6 +59,7 @@ type request struct {
 	v     *verify.Verifier
 	scan  Scan
 	fn    func(*bolt.Tx) error // a joined write (joinCommit); nil for a scan
+	async bool                 // nobody waits: an error is logged (joinQueued)
 	entry Entry
 	err   error
 	done  chan struct{}
@@ -99,6 +100,30 @@ func (s *Store) joinCommit(fn func(tx *bolt.Tx) error) error {
 	}
 	<-r.done
 	return r.err
+}
+
+// joinQueued is joinCommit for a caller that must not wait for the disk:
+// it returns as soon as fn has its place in the commit order, so every
+// scan recorded after it returns sees fn's writes (they are in the same
+// commit or an earlier one). fn's error, or the commit's, is logged. A
+// caller that applies messages one at a time (the sync link) would
+// otherwise be held to one message per LiveDelay.
+func (s *Store) joinQueued(fn func(tx *bolt.Tx) error) error {
+	select {
+	case s.reqs <- &request{fn: fn, async: true, done: make(chan struct{})}:
+		return nil
+	case <-s.quit:
+		return ErrClosed
+	}
+}
+
+// finish answers a request: wakes its caller, or logs the error of one
+// nobody waits for.
+func (s *Store) finish(r *request) {
+	if r.async && r.err != nil {
+		s.logLimited("queued write not stored", "err", r.err)
+	}
+	close(r.done)
 }
 
 func failed(sc Scan, err error) Entry {
@@ -194,7 +219,7 @@ func (s *Store) commit(batch []*request, solo bool) {
 		} else {
 			s.committed()
 			for _, r := range batch {
-				close(r.done)
+				s.finish(r)
 			}
 		}
 		break
@@ -212,7 +237,7 @@ func (s *Store) answer(r *request, err error) {
 	} else {
 		r.err = err
 	}
-	close(r.done)
+	s.finish(r)
 }
 
 // try runs the batch in one write transaction and commits it. It returns

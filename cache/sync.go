@@ -341,27 +341,63 @@ func (s *Store) MarkUsed(id verify.TicketID, u verify.Use) (bool, error) {
 	return wrote, err
 }
 
-// MarkUsedBatch is MarkUsed for many tickets in one transaction (the next
-// group commit); it returns how many were new.
+// MarkUsedBatch is MarkUsed for many tickets in one transaction, the
+// next group commit; it returns how many were new once they are on disk.
+// A caller that applies messages one at a time gets at most one call
+// through per LiveDelay this way: see MarkUsedQueued.
 func (s *Store) MarkUsedBatch(ids []verify.TicketID, uses []verify.Use) (int, error) {
 	n := 0
 	err := s.joinCommit(func(tx *bolt.Tx) error {
-		n = 0
-		b := tx.Bucket(bUsed)
-		for i, id := range ids {
-			if b.Get(id[:]) != nil {
-				continue
+		var err error
+		n, err = putUses(tx, ids, uses)
+		return err
+	})
+	return n, err
+}
+
+// MarkUsedQueued is MarkUsedBatch without waiting for the commit: it
+// returns once the uses have their place in the commit order, so every
+// scan decided after it returns sees them, and a caller that applies one
+// message at a time (the sync link) is not held to one per LiveDelay. A
+// broker acknowledges a message on receipt, before it is applied, so
+// waiting would make nothing more durable. It returns how many tickets
+// had no use when it was called; a failed commit is logged.
+func (s *Store) MarkUsedQueued(ids []verify.TicketID, uses []verify.Use) (int, error) {
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b, seen := tx.Bucket(bUsed), make(map[verify.TicketID]bool, len(ids))
+		for _, id := range ids {
+			if !seen[id] && b.Get(id[:]) == nil {
+				n++
 			}
-			v, err := json.Marshal(uses[i])
-			if err != nil {
-				return err
-			}
-			if err := b.Put(bytes.Clone(id[:]), v); err != nil {
-				return err
-			}
-			n++
+			seen[id] = true
 		}
 		return nil
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, s.joinQueued(func(tx *bolt.Tx) error {
+		_, err := putUses(tx, ids, uses)
+		return err
+	})
+}
+
+// putUses stores each use whose ticket has none yet; the first stands.
+func putUses(tx *bolt.Tx, ids []verify.TicketID, uses []verify.Use) (int, error) {
+	b, n := tx.Bucket(bUsed), 0
+	for i, id := range ids {
+		if b.Get(id[:]) != nil {
+			continue
+		}
+		v, err := json.Marshal(uses[i])
+		if err != nil {
+			return n, err
+		}
+		if err := b.Put(bytes.Clone(id[:]), v); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -48,14 +48,13 @@ type SalvageLine struct {
 
 // SalvageReport says what was copied out and what was lost.
 type SalvageReport struct {
-	Instance, Event         string
-	LastSeq                 uint64 // the journal's sequence number; 0 if it could not be read
-	Journal, Uses, Outbox   int    // records written
-	FromPages               int    // of those, found by the raw page scan
-	Missing                 []string
-	Damage                  []string // what could not be read, in words
-	InDoubt                 []uint64 // sequence numbers found in more than one version: left out
-	JournalMax, OutboxFirst uint64
+	Instance, Event       string
+	LastSeq               uint64 // the journal's sequence number; 0 if it could not be read
+	Journal, Uses, Outbox int    // records written
+	FromPages             int    // of those, found by the raw page scan
+	Missing               []string
+	Damage                []string // what could not be read, in words
+	InDoubt               []uint64 // sequence numbers found in more than one version: left out
 }
 
 // Lost says in one line what the salvage could not recover.
@@ -330,7 +329,6 @@ func (s *salvaged) write(w io.Writer, rep *SalvageReport) error {
 	top := s.lastSeq
 	if len(seqs) > 0 {
 		top = max(top, seqs[len(seqs)-1])
-		rep.JournalMax = seqs[len(seqs)-1]
 	}
 	next := uint64(1)
 	for _, seq := range seqs {
@@ -364,9 +362,6 @@ func (s *salvaged) write(w io.Writer, rep *SalvageReport) error {
 		if err := enc.Encode(SalvageLine{Kind: "outbox", Seq: seq}); err != nil {
 			return err
 		}
-	}
-	if len(out) > 0 {
-		rep.OutboxFirst = out[0]
 	}
 	rep.Journal, rep.Uses, rep.Outbox = len(seqs), len(ids), len(out)
 	return bw.Flush()

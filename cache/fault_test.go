@@ -181,6 +181,12 @@ func TestFailedCommitNeverHalfTrue(t *testing.T) {
 			got := scanAll(t, w, s, v, w.codes, 3)
 			c.fired += ffs.Disarm()
 			c.cases++
+			// The store goes on after the fault: later commits must build
+			// on what is on disk, not on what the failed one left in memory.
+			got = append(got, scanAll(t, w, s, v, w.codes, 2)...)
+			if err := s.Check(); err != nil {
+				t.Errorf("%s at op %d: store damaged after the fault: %v", name(k), n, err)
+			}
 			for _, e := range got {
 				if e.Reason == verify.ReasonStorageFailure {
 					c.failedScans++

@@ -262,11 +262,12 @@ func (s *Store) try(batch []*request) (failedAt, txid int, err error) {
 // damaged or half-written file left inconsistent) into an error, so the
 // batch goes through the read-back like any failed commit.
 func commitGuarded(tx *bolt.Tx) (err error) {
+	path := tx.DB().Path() // a rolled-back tx no longer knows its DB
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			func() { defer func() { recover() }(); tx.Rollback() }()
-			err = damaged(tx.DB().Path(), fmt.Sprintf("commit: %v", r))
+			err = damaged(path, fmt.Sprintf("commit: %v", r))
 		}
 	}()
 	return tx.Commit()

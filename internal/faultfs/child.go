@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // envServe tells a test binary run by Mount to serve the filesystem.
@@ -37,7 +38,11 @@ func serve(backing, mnt string, in io.Reader, out io.Writer) int {
 		return 1
 	}
 	defer func() {
-		srv.Unmount()
+		if srv.Unmount() != nil {
+			// A file still open under the mount (a parent that died
+			// mid-test) keeps it busy: detach it so nothing is left behind.
+			syscall.Unmount(mnt, syscall.MNT_DETACH)
+		}
 		srv.Wait()
 	}()
 	fmt.Fprintln(out, "ready")

@@ -1,0 +1,229 @@
+package cache
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/gated-dev/gated/verify"
+	bolt "go.etcd.io/bbolt"
+)
+
+// A snapshot is staged, not applied in one transaction: a million tickets
+// in one bbolt transaction held every scan for seconds and every dirty
+// page in the heap (2.2 s, 243 MB). Chunks go into the bucket "staging"
+// (children "tickets" and "revocations") as they arrive, in short
+// transactions that scans interleave with; Commit swaps the staged buckets
+// in with the version check in one short transaction. Until then the old
+// whitelist is in force, also after a crash: a staging bucket left behind
+// is dropped by the next StageSnapshot (or by gated compact).
+
+var (
+	bStaging      = []byte("staging")
+	kStageID      = []byte("id")
+	kStageEvent   = []byte("event")
+	kStageVersion = []byte("version")
+)
+
+// MaxStageRecords bounds the records written in one staging transaction,
+// so a scan waits at most for that many inserts and one fsync.
+const MaxStageRecords = 4096
+
+// ErrStagingReplaced means another snapshot was staged (or the staging
+// dropped) since this one began: its chunks are gone.
+var ErrStagingReplaced = errors.New("staged snapshot was replaced by a newer one")
+
+// Staging is a snapshot being written chunk by chunk. Its methods must be
+// called from one goroutine; scans and other store calls run meanwhile.
+type Staging struct {
+	s  *Store
+	sn Snapshot // the header: Chunks unused
+	id []byte
+}
+
+// StageSnapshot begins a snapshot: it checks the event, that Version is
+// newer than the store's (ErrStale otherwise) and that the trust list
+// verifies against the pinned root, drops any earlier staging, and returns
+// the staging to Add chunks to. sn.Chunks is ignored.
+func (s *Store) StageSnapshot(sn *Snapshot) (*Staging, error) {
+	st := &Staging{s: s, sn: *sn, id: make([]byte, 8)}
+	st.sn.Chunks = nil
+	rand.Read(st.id)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bMeta)
+		cur, err := checkVersion(m, sn.Event)
+		if err != nil {
+			return err
+		}
+		if cur >= sn.Version {
+			return fmt.Errorf("%w: holds %d, snapshot is %d", ErrStale, cur, sn.Version)
+		}
+		// Checked again at Commit; refusing now saves receiving the chunks.
+		if _, err := verify.OpenTrustList(sn.TrustList, ed25519.PublicKey(m.Get(kRoot))); err != nil {
+			return err
+		}
+		if err := dropStaging(tx); err != nil {
+			return err
+		}
+		stg, err := tx.CreateBucket(bStaging)
+		if err != nil {
+			return err
+		}
+		for _, name := range [][]byte{bTickets, bRevocations} {
+			if _, err := stg.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		for k, v := range map[string][]byte{string(kStageID): st.id, string(kStageEvent): []byte(sn.Event),
+			string(kStageVersion): binary.BigEndian.AppendUint64(nil, sn.Version)} {
+			if err := stg.Put([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func dropStaging(tx *bolt.Tx) error {
+	if tx.Bucket(bStaging) == nil {
+		return nil
+	}
+	return tx.DeleteBucket(bStaging)
+}
+
+// ours returns the staging bucket if it is still this staging's.
+func (st *Staging) ours(tx *bolt.Tx) (*bolt.Bucket, error) {
+	stg := tx.Bucket(bStaging)
+	if stg == nil || !bytes.Equal(stg.Get(kStageID), st.id) {
+		return nil, ErrStagingReplaced
+	}
+	return stg, nil
+}
+
+type stagedRecord struct {
+	kind  byte
+	id    verify.TicketID
+	value []byte // aliases the chunk
+}
+
+// Add checks a chunk's records (ErrRecord: nothing of the chunk is
+// written) and writes them to the staging in transactions of at most
+// MaxStageRecords records. The caller has checked the chunk against the
+// signed manifest. Adding a chunk twice is harmless.
+func (st *Staging) Add(chunk []byte) error {
+	var recs []stagedRecord
+	if err := EachRecord(chunk, func(kind byte, id verify.TicketID, v []byte) error {
+		recs = append(recs, stagedRecord{kind, id, v})
+		return nil
+	}); err != nil {
+		return err
+	}
+	for len(recs) > 0 {
+		n := min(len(recs), MaxStageRecords)
+		err := st.s.db.Update(func(tx *bolt.Tx) error {
+			stg, err := st.ours(tx)
+			if err != nil {
+				return err
+			}
+			tb, rb := stg.Bucket(bTickets), stg.Bucket(bRevocations)
+			// Snapshot records come in id order: full pages keep the file
+			// small (a million tickets on a small gate box); deltas later
+			// split pages.
+			tb.FillPercent, rb.FillPercent = 1.0, 1.0
+			for i := range recs[:n] {
+				r := &recs[i]
+				b := tb
+				if r.kind == recRevocation {
+					b = rb
+				}
+				if err := b.Put(r.id[:], r.value); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		recs = recs[n:]
+	}
+	return nil
+}
+
+// Commit swaps the staged whitelist and revocations in, with the trust
+// list, in one transaction that checks again that the snapshot is newer
+// than the store (a delta may have overtaken it: ErrStale, and the staging
+// is dropped). Used tickets, the journal and the outbox stay. It returns
+// the new trust list.
+func (st *Staging) Commit() (*verify.TrustList, error) {
+	var tl *verify.TrustList
+	err := st.s.db.Update(func(tx *bolt.Tx) error {
+		stg, err := st.ours(tx)
+		if err != nil {
+			return err
+		}
+		m := tx.Bucket(bMeta)
+		cur, err := checkVersion(m, st.sn.Event)
+		if err != nil {
+			return err
+		}
+		if cur >= st.sn.Version {
+			return fmt.Errorf("%w: holds %d, snapshot is %d", ErrStale, cur, st.sn.Version)
+		}
+		if tl, err = putTrust(m, st.sn.TrustList); err != nil {
+			return err
+		}
+		// Moving a bucket moves its root page reference: the swap costs
+		// the same for ten tickets or a million. Deleting the old buckets
+		// only frees their pages.
+		for _, name := range [][]byte{bTickets, bRevocations} {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+			if err := tx.MoveBucket(name, stg, nil); err != nil {
+				return err
+			}
+		}
+		if err := tx.DeleteBucket(bStaging); err != nil {
+			return err
+		}
+		if err := m.Put(kBundleVersion, binary.BigEndian.AppendUint64(nil, st.sn.Version)); err != nil {
+			return err
+		}
+		return m.Put(kBundleCreated, binary.BigEndian.AppendUint64(nil, uint64(st.sn.CreatedAt.UnixNano())))
+	})
+	if errors.Is(err, ErrStale) {
+		if aerr := st.Abort(); aerr != nil {
+			st.s.log.Warn("drop stale staged snapshot", "err", aerr)
+		}
+	}
+	return tl, err
+}
+
+// Abort drops the staging, if it is still this one's.
+func (st *Staging) Abort() error {
+	return st.s.db.Update(func(tx *bolt.Tx) error {
+		if _, err := st.ours(tx); err != nil {
+			return nil // replaced or gone: nothing of ours to drop
+		}
+		return tx.DeleteBucket(bStaging)
+	})
+}
+
+// DropStaging deletes a staged snapshot left by a crash or an abandoned
+// transfer, reporting whether there was one.
+func (s *Store) DropStaging() (bool, error) {
+	found := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		found = tx.Bucket(bStaging) != nil
+		return dropStaging(tx)
+	})
+	return found, err
+}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gated-dev/gated/verify"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -29,8 +30,8 @@ import (
 // length before appending, and readers stop there, so no record is lost or
 // read twice.
 //
-// Uses (the single-use guarantee) and everything else stay: only journal
-// records are archived.
+// Only journal records are archived. Uses are the single-use guarantee:
+// PruneUses deletes only those of tickets whose validity ended long ago.
 
 var bArchive = []byte("archive")
 
@@ -322,5 +323,63 @@ func readArchiveFile(path string, limit int64, fn func(Entry) error) error {
 		if err != nil {
 			return fmt.Errorf("archive %s after %d records: %w", path, n-1, err)
 		}
+	}
+}
+
+// pruneScan bounds the uses one PruneUses transaction looks at.
+const pruneScan = 4096
+
+// PruneUses deletes the uses of tickets whose whitelist entry expired
+// before cutoff; it returns how many. A use is the single-use guarantee,
+// so it stays while its ticket can still be valid: a ticket missing from
+// the whitelist (non-strict gates admit those), or without an end of
+// validity, keeps its use for good. The entry's end is the current
+// serial's: an older serial is refused as superseded, used or not.
+func (s *Store) PruneUses(cutoff time.Time) (int, error) {
+	n := 0
+	var after []byte
+	for {
+		var next []byte
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			used, tickets := tx.Bucket(bUsed), tx.Bucket(bTickets)
+			var expired [][]byte
+			c := used.Cursor()
+			k, _ := c.First()
+			if after != nil {
+				if k, _ = c.Seek(after); k != nil && bytes.Equal(k, after) {
+					k, _ = c.Next()
+				}
+			}
+			for i := 0; k != nil && i < pruneScan; k, _ = c.Next() {
+				i++
+				next = bytes.Clone(k)
+				v := tickets.Get(k)
+				if v == nil || len(k) != len(verify.TicketID{}) {
+					continue
+				}
+				e, err := decodeEntry(verify.TicketID(k), v)
+				if err != nil {
+					continue // a damaged entry proves nothing: keep the use
+				}
+				if !e.NotAfter.IsZero() && e.NotAfter.Before(cutoff) {
+					expired = append(expired, next)
+				}
+			}
+			if k == nil {
+				next = nil
+			}
+			// Deleting under a moving cursor skips keys in bbolt; delete after.
+			for _, k := range expired {
+				if err := used.Delete(k); err != nil {
+					return err
+				}
+			}
+			n += len(expired)
+			return nil
+		})
+		if err != nil || next == nil {
+			return n, err
+		}
+		after = next
 	}
 }

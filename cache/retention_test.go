@@ -263,3 +263,52 @@ func jsonLine(e cache.Entry) ([]byte, error) {
 	b, err := json.Marshal(&e)
 	return append(b, '\n'), err
 }
+
+// TestPruneUses: only the uses of tickets whose whitelist validity ended
+// before the cutoff go; a ticket still valid, one without an end, and one
+// missing from the whitelist keep theirs.
+func TestPruneUses(t *testing.T) {
+	f := newFixture(t)
+	ended, valid, open, missing := bigTicket(1), bigTicket(2), bigTicket(3), bigTicket(4)
+	ended.NotAfter, valid.NotAfter = day0, day0.Add(10*24*time.Hour)
+	var chunk []byte
+	for _, e := range []*verify.TicketEntry{&ended, &valid, &open} {
+		chunk = cache.AppendTicketRecord(chunk, e)
+	}
+	// Enough other tickets that pruning takes several transactions.
+	for i := range uint32(10000) {
+		e := bigTicket(1000 + i)
+		e.NotAfter = day0
+		chunk = cache.AppendTicketRecord(chunk, &e)
+	}
+	if _, err := f.store.ApplySnapshot(f.snapshot(t, 8, chunk)); err != nil {
+		t.Fatal(err)
+	}
+	ids := []verify.TicketID{ended.ID, valid.ID, open.ID, missing.ID}
+	for i := range uint32(10000) {
+		ids = append(ids, bigTicket(1000+i).ID)
+	}
+	uses := make([]verify.Use, len(ids))
+	if _, err := f.store.MarkUsedBatch(ids, uses); err != nil {
+		t.Fatal(err)
+	}
+	n, err := f.store.PruneUses(day0.Add(24 * time.Hour))
+	if err != nil || n != 10001 {
+		t.Fatalf("pruned %d, %v; want the 10001 uses of tickets that ended", n, err)
+	}
+	for _, tc := range []struct {
+		id   verify.TicketID
+		kept bool
+	}{{ended.ID, false}, {valid.ID, true}, {open.ID, true}, {missing.ID, true}} {
+		wrote, err := f.store.MarkUsed(tc.id, verify.Use{Gate: "probe"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wrote == tc.kept {
+			t.Errorf("ticket %s: use kept %v, want %v", tc.id, !wrote, tc.kept)
+		}
+	}
+	if s, _ := f.store.Stats(); s.Used != 4 {
+		t.Fatalf("%d uses left, want 4", s.Used)
+	}
+}

@@ -67,7 +67,8 @@ type Config struct {
 	// once the centre has acked it; older ones move to daily files in
 	// DATA/archive (gated journal --archive reads them). A duration such
 	// as 30d, 36h or 90m; empty means 30d; 0 keeps every decision in the
-	// store. Uses of tickets always stay: they are the single-use guarantee.
+	// store. Uses of tickets, the single-use guarantee, go only when their
+	// ticket's validity ended longer ago than this.
 	JournalRetention string `yaml:"journal_retention"`
 	retention        time.Duration
 }

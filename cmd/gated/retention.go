@@ -28,7 +28,8 @@ func init() {
 
 // startRetention archives, once at start and then every retentionEvery,
 // the decisions older than the configured retention that the centre has
-// acked. The returned stop ends it, after a pass in progress.
+// acked, and prunes the uses of tickets whose validity ended longer ago
+// than that. The returned stop ends it, after a pass in progress.
 func startRetention(ctx context.Context, store *cache.Store, cfg *gate.Config, now func() time.Time, log *slog.Logger) (stop func()) {
 	keep := cfg.Retention()
 	if keep == 0 {
@@ -43,13 +44,19 @@ func startRetention(ctx context.Context, store *cache.Store, cfg *gate.Config, n
 		tick := time.NewTicker(retentionEvery)
 		defer tick.Stop()
 		for {
-			res, err := store.Archive(dir, now().Add(-keep))
+			cutoff := now().Add(-keep)
+			res, err := store.Archive(dir, cutoff)
 			switch {
 			case err != nil:
 				log.Error("archiving old decisions failed; they stay in the store", "err", err, "dir", dir)
 			case res.Records > 0:
 				log.Info("old decisions archived", "records", res.Records, "first_seq", res.FirstSeq, "last_seq", res.LastSeq,
 					"files", res.Files, "retention", keep)
+			}
+			if n, err := store.PruneUses(cutoff); err != nil {
+				log.Error("pruning uses of expired tickets failed", "err", err)
+			} else if n > 0 {
+				log.Info("uses of tickets expired before the retention pruned", "uses", n, "retention", keep)
 			}
 			select {
 			case <-ctx.Done():

@@ -312,3 +312,23 @@ func TestPruneUses(t *testing.T) {
 		t.Fatalf("%d uses left, want 4", s.Used)
 	}
 }
+
+// FuzzArchivedJournal: an archive file is read back from a disk that may
+// have damaged it; no content may panic the reader.
+func FuzzArchivedJournal(f *testing.F) {
+	fx := newFixture(f)
+	dir := f.TempDir()
+	var good bytes.Buffer
+	zw := gzip.NewWriter(&good)
+	zw.Write([]byte(`{"seq":1,"id":"a-1","at":"2026-11-28T10:00:00Z","gate":"g1","verdict":"admit","reason":"ok"}` + "\n"))
+	zw.Close()
+	f.Add(good.Bytes())
+	f.Add(good.Bytes()[:good.Len()/2])
+	f.Add([]byte{0x1f, 0x8b})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, cache.ArchiveFileName(day0)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fx.store.ArchivedJournal(dir, func(cache.Entry) error { return nil })
+	})
+}

@@ -35,6 +35,7 @@ func main() {
 	n := flag.Int("n", 1_000_000, "tickets")
 	baseline := flag.String("baseline", "", "also measure gated built from this git revision, e.g. main")
 	keep := flag.Bool("keep", false, "keep the temp directory")
+	again := flag.Int("again", 0, "then issue this many more tickets (over 5,000: a second snapshot, replacing the full whitelist)")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "bench-snapshot")
 	check(err)
@@ -84,16 +85,23 @@ func main() {
 		copyDir(pristine, data)
 		args := []string{"run", "--data", data, "--gate", gateID, "--venue", "v", "--broker", fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort),
 			"--username", gateID, "--password", passwords[i], "--output", "json"}
-		results = append(results, measure(g.name, g.bin, args, data, code, *n))
+		issueMore := func() {
+			if *again > 0 {
+				run(bin, "gatesync", "issue", "--server", fmt.Sprintf("http://127.0.0.1:%d", httpPort), "--dir", centre,
+					"--event", "E", "--count", fmt.Sprint(*again))
+			}
+		}
+		results = append(results, measure(g.name, g.bin, args, data, code, *n, issueMore, *again > 0))
 	}
 	for _, r := range results {
 		fmt.Print(r)
 	}
 }
 
-// measure runs one gated until it has applied the snapshot, scanning all
-// the while, then restarts it on the loaded store.
-func measure(name, bin string, args []string, data, code string, n int) string {
+// measure runs one gated until it has applied the snapshot (and, with
+// second, a second one that more() causes), scanning all the while, then
+// restarts it on the loaded store.
+func measure(name, bin string, args []string, data, code string, n int, more func(), second bool) string {
 	t0 := time.Now()
 	g, lines, sc := startGate(bin, args)
 	stopScans := make(chan struct{})
@@ -101,27 +109,41 @@ func measure(name, bin string, args []string, data, code string, n int) string {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); lats = sc.scan(code, stopScans) }()
-	var took string
-	var recvAt, appliedAt time.Time
-	tookRe := regexp.MustCompile(`took=(\S+)`)
-	for l := range lines {
-		if strings.Contains(l, "receiving snapshot") {
-			recvAt = time.Now()
-		}
-		if strings.Contains(l, "snapshot applied") {
-			appliedAt = time.Now()
-			took = tookRe.FindStringSubmatch(l)[1]
-			break
-		}
-		if strings.Contains(l, "level=ERROR") || strings.Contains(l, "ignored downlink") {
-			log.Printf("gated: %s", l)
-		}
+	type window struct {
+		recv, applied time.Time
+		took          string
+		hwm           int
 	}
+	var ws []window
+	tookRe := regexp.MustCompile(`took=(\S+)`)
+	wait := func() {
+		var w window
+		for l := range lines {
+			if strings.Contains(l, "receiving snapshot") {
+				w.recv = time.Now()
+			}
+			if strings.Contains(l, "snapshot applied") {
+				w.applied = time.Now()
+				w.took = tookRe.FindStringSubmatch(l)[1]
+				break
+			}
+			if strings.Contains(l, "level=ERROR") || strings.Contains(l, "ignored downlink") {
+				log.Printf("gated: %s", l)
+			}
+		}
+		time.Sleep(time.Second)
+		_, w.hwm = rss(g.Process.Pid)
+		ws = append(ws, w)
+	}
+	wait()
 	total := time.Since(t0)
-	time.Sleep(time.Second)
+	if second {
+		more()
+		wait()
+	}
 	close(stopScans)
 	wg.Wait()
-	rssAfter, hwm := rss(g.Process.Pid)
+	rssAfter, _ := rss(g.Process.Pid)
 	g.Process.Signal(syscall.SIGTERM)
 	g.Wait()
 	st, err := os.Stat(filepath.Join(data, "gate.db"))
@@ -139,21 +161,28 @@ func measure(name, bin string, args []string, data, code string, n int) string {
 	g.Process.Signal(syscall.SIGTERM)
 	g.Wait()
 
-	var during []time.Duration
-	for _, l := range lats {
-		if !l.at.Before(recvAt) && !l.at.After(appliedAt) {
-			during = append(during, l.d)
-		}
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "== gated %s\n", name)
-	fmt.Fprintf(&b, "snapshot of %d tickets: gated start to applied %s (manifest to applied %s; apply/commit step %s)\n",
-		n, total.Round(time.Millisecond), appliedAt.Sub(recvAt).Round(time.Millisecond), took)
-	fmt.Fprintf(&b, "scans while the snapshot was received and applied: %d, latency p50 %s p99 %s max %s\n",
-		len(during), pct(during, 50), pct(during, 99), pct(during, 100))
+	for i, w := range ws {
+		var during []time.Duration
+		for _, l := range lats {
+			if !l.at.Before(w.recv) && !l.at.After(w.applied) {
+				during = append(during, l.d)
+			}
+		}
+		what := fmt.Sprintf("snapshot of %d tickets over 1", n)
+		if i == 0 {
+			fmt.Fprintf(&b, "gated start to applied %s\n", total.Round(time.Millisecond))
+		} else {
+			what = fmt.Sprintf("second snapshot replacing the %d", n)
+		}
+		fmt.Fprintf(&b, "%s: manifest to applied %s, apply/commit step %s; peak RSS so far %.1f MB\n",
+			what, w.applied.Sub(w.recv).Round(time.Millisecond), w.took, float64(w.hwm)/1024)
+		fmt.Fprintf(&b, "  scans meanwhile: %d, latency p50 %s p99 %s max %s\n", len(during), pct(during, 50), pct(during, 99), pct(during, 100))
+	}
 	fmt.Fprintf(&b, "gate.db %d bytes: %.1f bytes a ticket\n", st.Size(), float64(st.Size())/float64(n))
-	fmt.Fprintf(&b, "gated RSS: peak %.1f MB; %.1f MB right after applying; %.1f MB restarted with the store loaded\n",
-		float64(hwm)/1024, float64(rssAfter)/1024, float64(rssLoaded)/1024)
+	fmt.Fprintf(&b, "gated RSS: %.1f MB at the end; %.1f MB restarted with the store loaded\n",
+		float64(rssAfter)/1024, float64(rssLoaded)/1024)
 	return b.String()
 }
 

@@ -55,6 +55,9 @@ func Compact(dir string, timeout time.Duration) (CompactResult, error) {
 			return fmt.Errorf("%s is not a gate store", path)
 		}
 		res.DroppedStaging = tx.Bucket(bStaging) != nil
+		if err := dropRetired(tx); err != nil {
+			return err
+		}
 		return dropStaging(tx)
 	})
 	if err != nil {

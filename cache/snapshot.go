@@ -23,6 +23,7 @@ import (
 
 var (
 	bStaging      = []byte("staging")
+	bRetired      = []byte("retired") // the whitelist a snapshot replaced, deleted in steps
 	kStageID      = []byte("id")
 	kStageEvent   = []byte("event")
 	kStageVersion = []byte("version")
@@ -49,6 +50,10 @@ type Staging struct {
 // verifies against the pinned root, drops any earlier staging, and returns
 // the staging to Add chunks to. sn.Chunks is ignored.
 func (s *Store) StageSnapshot(sn *Snapshot) (*Staging, error) {
+	// A whitelist a crash left half-retired goes first, in steps.
+	if err := s.retire(); err != nil {
+		return nil, err
+	}
 	st := &Staging{s: s, sn: *sn, id: make([]byte, 8)}
 	st.sn.Chunks = nil
 	rand.Read(st.id)
@@ -181,10 +186,19 @@ func (st *Staging) Commit() (*verify.TrustList, error) {
 			return err
 		}
 		// Moving a bucket moves its root page reference: the swap costs
-		// the same for ten tickets or a million. Deleting the old buckets
-		// only frees their pages.
+		// the same for ten tickets or a million. The old buckets are
+		// retired rather than deleted here: deleting a bucket reads every
+		// one of its pages, which put a million tickets' worth of the file
+		// in the process's memory at once and held scans meanwhile.
+		if err := dropRetired(tx); err != nil {
+			return err
+		}
+		ret, err := tx.CreateBucket(bRetired)
+		if err != nil {
+			return err
+		}
 		for _, name := range [][]byte{bTickets, bRevocations} {
-			if err := tx.DeleteBucket(name); err != nil {
+			if err := tx.MoveBucket(name, nil, ret); err != nil {
 				return err
 			}
 			if err := tx.MoveBucket(name, stg, nil); err != nil {
@@ -204,7 +218,80 @@ func (st *Staging) Commit() (*verify.TrustList, error) {
 			st.s.log.Warn("drop stale staged snapshot", "err", aerr)
 		}
 	}
-	return tl, err
+	if err != nil {
+		return nil, err
+	}
+	if err := st.s.retire(); err != nil {
+		// The new whitelist is in force; the old one only takes space
+		// until the next snapshot or gated compact.
+		st.s.log.Warn("delete the replaced whitelist", "err", err)
+	}
+	return tl, nil
+}
+
+// retireEvery is how many retire steps run between ReleasePages calls:
+// about 4 MB of the file's pages mapped in at most.
+const retireEvery = 16
+
+// retire deletes the retired whitelist MaxStageRecords keys a transaction,
+// giving the pages it read back to the system as it goes.
+func (s *Store) retire() error {
+	for step := 1; ; step++ {
+		done := false
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			ret := tx.Bucket(bRetired)
+			if ret == nil {
+				done = true
+				return nil
+			}
+			var child []byte
+			ret.ForEachBucket(func(k []byte) error {
+				if child == nil {
+					child = bytes.Clone(k)
+				}
+				return nil
+			})
+			if child == nil {
+				done = true
+				return tx.DeleteBucket(bRetired)
+			}
+			b := ret.Bucket(child)
+			var keys [][]byte
+			c := b.Cursor()
+			for k, _ := c.First(); k != nil && len(keys) < MaxStageRecords; k, _ = c.Next() {
+				keys = append(keys, bytes.Clone(k))
+			}
+			if len(keys) == 0 {
+				return ret.DeleteBucket(child) // empty now: freeing it reads one page
+			}
+			// Deleting under a moving cursor skips keys in bbolt; delete after.
+			for _, k := range keys {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if done || step%retireEvery == 0 {
+			if err := s.ReleasePages(); err != nil {
+				s.log.Warn("release store pages", "err", err)
+			}
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// dropRetired deletes a retired whitelist left by a crash in one go.
+func dropRetired(tx *bolt.Tx) error {
+	if tx.Bucket(bRetired) == nil {
+		return nil
+	}
+	return tx.DeleteBucket(bRetired)
 }
 
 // Abort drops the staging, if it is still this one's.

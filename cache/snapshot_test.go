@@ -258,3 +258,32 @@ func stageForever(t *testing.T) {
 		fmt.Printf("staged %d\n", i+1)
 	}
 }
+
+// TestSnapshotRetiresOldWhitelist: the whitelist a snapshot replaces is
+// deleted in steps after the swap (more than one here), and one a crash
+// left half-deleted is finished before the next snapshot is staged.
+func TestSnapshotRetiresOldWhitelist(t *testing.T) {
+	f := newFixture(t)
+	n := uint32(cache.MaxStageRecords*2 + 100)
+	if _, err := f.store.ApplySnapshot(f.snapshot(t, 6, chunkOf(0, n))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.ApplySnapshot(f.snapshot(t, 7, chunkOf(n, 10))); err != nil {
+		t.Fatal(err)
+	}
+	if left, found := f.store.Retired(); found || left != 0 {
+		t.Fatalf("after the swap: %d retired keys left, bucket kept %v", left, found)
+	}
+	if err := f.store.RetireWithoutDeleting(); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := f.store.Retired(); left != 10 {
+		t.Fatalf("%d keys retired by the simulated crash, want 10", left)
+	}
+	if _, err := f.store.StageSnapshot(f.snapshot(t, 8)); err != nil {
+		t.Fatal(err)
+	}
+	if left, found := f.store.Retired(); found || left != 0 {
+		t.Fatalf("after the next staging began: %d retired keys left, bucket kept %v", left, found)
+	}
+}

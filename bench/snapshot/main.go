@@ -180,6 +180,18 @@ func measure(name, bin string, args []string, data, code string, n int, more fun
 			what, w.applied.Sub(w.recv).Round(time.Millisecond), w.took, float64(w.hwm)/1024)
 		fmt.Fprintf(&b, "  scans meanwhile: %d, latency p50 %s p99 %s max %s\n", len(during), pct(during, 50), pct(during, 99), pct(during, 100))
 	}
+	var outside []time.Duration // the same scans with no snapshot arriving: the machine's own latency
+	for _, l := range lats {
+		in := false
+		for _, w := range ws {
+			in = in || !l.at.Before(w.recv) && !l.at.After(w.applied)
+		}
+		if !in {
+			outside = append(outside, l.d)
+		}
+	}
+	fmt.Fprintf(&b, "scans with no snapshot arriving: %d, latency p50 %s p99 %s max %s\n",
+		len(outside), pct(outside, 50), pct(outside, 99), pct(outside, 100))
 	fmt.Fprintf(&b, "gate.db %d bytes: %.1f bytes a ticket\n", st.Size(), float64(st.Size())/float64(n))
 	fmt.Fprintf(&b, "gated RSS: %.1f MB at the end; %.1f MB restarted with the store loaded\n",
 		float64(rssAfter)/1024, float64(rssLoaded)/1024)

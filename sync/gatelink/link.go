@@ -656,8 +656,8 @@ func (l *Link) maybeApply(snap **snapshot) error {
 	*snap = nil
 	start := l.o.Now()
 	tl, err := s.stage.Commit()
-	// The swap freed the old whitelist's pages after reading each; give
-	// them back to a small gate box.
+	// Staging the chunks mapped pages of the store file in; give them back
+	// to a small gate box.
 	if r, ok := l.store.(interface{ ReleasePages() error }); ok {
 		if err := r.ReleasePages(); err != nil {
 			l.log.Warn("release store pages", "err", err)

@@ -8,5 +8,8 @@
 // transactions (group commit): one fsync serves every scan that arrived
 // while the previous commit was on disk.
 //
-// Buckets: meta, tickets, revocations, used, codes, journal, outbox.
+// Buckets: meta, tickets, revocations, used, codes, journal, outbox; and
+// staging (a snapshot being received), retired (the whitelist it replaced,
+// being deleted) and archive (retention's committed archive file lengths)
+// while they have something to hold.
 package cache

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -70,6 +71,15 @@ func Compact(dir string, timeout time.Duration) (CompactResult, error) {
 	dst, err := bolt.Open(tmp, 0o600, opts)
 	if err != nil {
 		return res, fmt.Errorf("create %s: %w", tmp, err)
+	}
+	// gated compact run as root must not leave a file the gated user
+	// cannot open.
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if err := os.Chown(tmp, int(st.Uid), int(st.Gid)); err != nil {
+			dst.Close()
+			os.Remove(tmp)
+			return res, fmt.Errorf("give the copy the store's owner: %w", err)
+		}
 	}
 	if err := bolt.Compact(dst, src, compactTxBytes); err != nil {
 		dst.Close()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,6 +248,9 @@ func TestCompact(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.store = s
+	if fi, err := os.Stat(f.store.Path()); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("compacted store: %v, %v; want mode 0600", fi.Mode(), err)
+	}
 	t.Cleanup(func() { s.Close() })
 	after, _ := s.Stats()
 	if after != before {
@@ -331,4 +335,28 @@ func FuzzArchivedJournal(f *testing.F) {
 		}
 		fx.store.ArchivedJournal(dir, func(cache.Entry) error { return nil })
 	})
+}
+
+// The copy keeps the store's owner: gated compact run as root must leave
+// a file the gated user can open.
+func TestCompactKeepsOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the store another owner")
+	}
+	f := newFixture(t)
+	dir := filepath.Dir(f.store.Path())
+	f.store.Close()
+	if err := os.Chown(filepath.Join(dir, cache.FileName), 4321, 4322); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cache.Compact(dir, 0); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, cache.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 4321 || st.Gid != 4322 {
+		t.Fatalf("compacted store owned by %d:%d, want 4321:4322", st.Uid, st.Gid)
+	}
 }

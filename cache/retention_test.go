@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -234,11 +235,22 @@ func TestCompact(t *testing.T) {
 	if _, err := cache.Compact(dir, 50*time.Millisecond); !errors.Is(err, cache.ErrLocked) {
 		t.Fatalf("compact while the store is open: %v, want ErrLocked", err)
 	}
+	// A snapshot staged and never swapped in (the link stopped mid-way).
+	stg, err := f.store.StageSnapshot(f.snapshot(t, 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stg.Add(chunkOf(0, 5000)); err != nil {
+		t.Fatal(err)
+	}
 	before, _ := f.store.Stats()
 	f.store.Close()
 	res, err := cache.Compact(dir, 0)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !res.DroppedStaging {
+		t.Error("the staged snapshot was not reported dropped")
 	}
 	if res.After >= res.Before/2 {
 		t.Fatalf("compacted %d -> %d bytes", res.Before, res.After)
@@ -255,6 +267,9 @@ func TestCompact(t *testing.T) {
 	after, _ := s.Stats()
 	if after != before {
 		t.Fatalf("stats after compaction %+v, before %+v", after, before)
+	}
+	if found, _ := s.DropStaging(); found {
+		t.Error("the staged snapshot survived compaction")
 	}
 	f.record(t, day0.Add(4000*time.Hour))
 	checkSequence(t, everything(t, s, filepath.Join(dir, "archive")), 3001)
@@ -358,5 +373,51 @@ func TestCompactKeepsOwner(t *testing.T) {
 	}
 	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 4321 || st.Gid != 4322 {
 		t.Fatalf("compacted store owned by %d:%d, want 4321:4322", st.Uid, st.Gid)
+	}
+}
+
+// TestCompactDamaged damages each page of a real store in turn: compact
+// never panics, and when it refuses, the store is left byte for byte.
+func TestCompactDamaged(t *testing.T) {
+	f := newFixture(t)
+	dir := filepath.Dir(f.store.Path())
+	f.record(t, hourly(day0, 300)...)
+	f.store.Close()
+	path := filepath.Join(dir, cache.FileName)
+	orig, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const page = 4096
+	refused := 0
+	for p := 0; p < len(orig)/page; p++ {
+		damaged := bytes.Clone(orig)
+		for i := p * page; i < (p+1)*page; i++ {
+			damaged[i] = byte(i*7 + p)
+		}
+		if err := os.WriteFile(path, damaged, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cache.Compact(dir, 0); err != nil {
+			refused++
+			if now, _ := os.ReadFile(path); !bytes.Equal(now, damaged) {
+				t.Errorf("page %d: compact refused (%v) but changed the store", p, err)
+			}
+		}
+	}
+	t.Logf("%d of %d damaged pages refused", refused, len(orig)/page)
+	for _, size := range []int{0, 100, 2 * page, 3*page + 10} {
+		if err := os.WriteFile(path, orig[:size], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := cache.Compact(dir, 0)
+		if err == nil {
+			t.Errorf("a store cut to %d bytes was compacted", size)
+		} else if size == 0 && !strings.Contains(err.Error(), "is empty, not a store") {
+			t.Errorf("an empty store: %v, want it called empty", err)
+		}
+		if now, _ := os.ReadFile(path); !bytes.Equal(now, orig[:size]) {
+			t.Errorf("a store cut to %d bytes was changed: now %d bytes", size, len(now))
+		}
 	}
 }

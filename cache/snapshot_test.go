@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -286,4 +287,88 @@ func TestSnapshotRetiresOldWhitelist(t *testing.T) {
 	if left, found := f.store.Retired(); found || left != 0 {
 		t.Fatalf("after the next staging began: %d retired keys left, bucket kept %v", left, found)
 	}
+}
+
+// BenchmarkScanWhileStaging measures what a snapshot being staged costs a
+// scan: durable Record latency (fsync on) with nothing else writing, and
+// while another goroutine stages 1,500-ticket chunks (a 64 KB chunk from
+// the centre) back to back, alternating in blocks of 20 scans so both see
+// the same machine. It reports both p50 and p99 and the p99 ratio.
+//
+//	go test -run '^$' -bench ScanWhileStaging -benchtime 400x ./cache
+func BenchmarkScanWhileStaging(b *testing.B) {
+	f := newFixture(b)
+	dir := filepath.Dir(f.store.Path())
+	f.store.Close()
+	s, err := cache.Open(dir, nil) // fsync on: the wait is mostly fsyncs
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	f.store = s
+	st, err := s.StageSnapshot(f.snapshot(b, 9))
+	if err != nil {
+		b.Fatal(err)
+	}
+	chunks := make(chan []byte, 1)
+	go func() {
+		for i := uint32(0); ; i++ {
+			chunks <- chunkOf(i*1500, 1500)
+		}
+	}()
+	var idle, staging []time.Duration
+	at := day0
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		stop, stopped := make(chan struct{}), make(chan struct{})
+		busy := (done/20)%2 == 1
+		if busy {
+			go func() {
+				defer close(stopped)
+				for {
+					select {
+					case <-stop:
+						return
+					case c := <-chunks:
+						if err := st.Add(c); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}
+			}()
+			time.Sleep(2 * time.Millisecond) // staging under way
+		} else {
+			close(stopped)
+		}
+		for i := 0; i < 20 && done < b.N; i, done = i+1, done+1 {
+			at = at.Add(time.Second)
+			t0 := time.Now()
+			f.record(b, at)
+			if busy {
+				staging = append(staging, time.Since(t0))
+			} else {
+				idle = append(idle, time.Since(t0))
+			}
+		}
+		close(stop)
+		<-stopped
+	}
+	b.StopTimer()
+	q := func(d []time.Duration, p int) float64 {
+		if len(d) == 0 {
+			return 0
+		}
+		d = slices.Clone(d)
+		slices.Sort(d)
+		return float64(d[min(len(d)-1, len(d)*p/100)]) / 1e6
+	}
+	b.ReportMetric(q(idle, 50), "idle-p50-ms")
+	b.ReportMetric(q(idle, 99), "idle-p99-ms")
+	b.ReportMetric(q(staging, 50), "staging-p50-ms")
+	b.ReportMetric(q(staging, 99), "staging-p99-ms")
+	if p := q(idle, 99); p > 0 {
+		b.ReportMetric(q(staging, 99)/p, "p99-staging/idle")
+	}
+	b.ReportMetric(0, "ns/op")
 }

@@ -50,27 +50,24 @@ type Staging struct {
 // verifies against the pinned root, drops any earlier staging, and returns
 // the staging to Add chunks to. sn.Chunks is ignored.
 func (s *Store) StageSnapshot(sn *Snapshot) (*Staging, error) {
-	// A whitelist a crash left half-retired goes first, in steps.
-	if err := s.retire(); err != nil {
+	// Refuse before dropping an earlier staging: a stale manifest must
+	// not cost the snapshot being received.
+	if err := s.db.View(func(tx *bolt.Tx) error { return checkSnapshot(tx.Bucket(bMeta), sn) }); err != nil {
+		return nil, err
+	}
+	// An abandoned staging, and a whitelist a crash left half-retired, go
+	// first, in steps.
+	if _, err := s.DropStaging(); err != nil {
 		return nil, err
 	}
 	st := &Staging{s: s, sn: *sn, id: make([]byte, 8)}
 	st.sn.Chunks = nil
 	rand.Read(st.id)
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		m := tx.Bucket(bMeta)
-		cur, err := checkVersion(m, sn.Event)
-		if err != nil {
+		if err := checkSnapshot(tx.Bucket(bMeta), sn); err != nil {
 			return err
 		}
-		if cur >= sn.Version {
-			return fmt.Errorf("%w: holds %d, snapshot is %d", ErrStale, cur, sn.Version)
-		}
-		// Checked again at Commit; refusing now saves receiving the chunks.
-		if _, err := verify.OpenTrustList(sn.TrustList, ed25519.PublicKey(m.Get(kRoot))); err != nil {
-			return err
-		}
-		if err := dropStaging(tx); err != nil {
+		if err := retireStaging(tx); err != nil { // one begun since DropStaging
 			return err
 		}
 		stg, err := tx.CreateBucket(bStaging)
@@ -96,9 +93,54 @@ func (s *Store) StageSnapshot(sn *Snapshot) (*Staging, error) {
 	return st, nil
 }
 
+// checkSnapshot refuses a snapshot for another event, not newer than the
+// store (ErrStale), or whose trust list does not verify against the
+// pinned root. Commit checks the version and the trust list again.
+func checkSnapshot(m *bolt.Bucket, sn *Snapshot) error {
+	cur, err := checkVersion(m, sn.Event)
+	if err != nil {
+		return err
+	}
+	if cur >= sn.Version {
+		return fmt.Errorf("%w: holds %d, snapshot is %d", ErrStale, cur, sn.Version)
+	}
+	_, err = verify.OpenTrustList(sn.TrustList, ed25519.PublicKey(m.Get(kRoot)))
+	return err
+}
+
+// dropStaging deletes the staging at once (gated compact, on its copy).
 func dropStaging(tx *bolt.Tx) error {
 	if tx.Bucket(bStaging) == nil {
 		return nil
+	}
+	return tx.DeleteBucket(bStaging)
+}
+
+// retireStaging moves the staged buckets into "retired" for retire to
+// delete in steps, and deletes what is left of the staging (its few keys):
+// a staging of a million tickets deleted at once would read every page of
+// it, like a replaced whitelist.
+func retireStaging(tx *bolt.Tx) error {
+	stg := tx.Bucket(bStaging)
+	if stg == nil {
+		return nil
+	}
+	ret, err := tx.CreateBucketIfNotExists(bRetired)
+	if err != nil {
+		return err
+	}
+	for _, name := range [][]byte{bTickets, bRevocations} {
+		if stg.Bucket(name) == nil {
+			continue
+		}
+		if ret.Bucket(name) != nil { // only if retire failed: take the cost now
+			if err := ret.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		if err := tx.MoveBucket(name, stg, ret); err != nil {
+			return err
+		}
 	}
 	return tx.DeleteBucket(bStaging)
 }
@@ -296,21 +338,29 @@ func dropRetired(tx *bolt.Tx) error {
 
 // Abort drops the staging, if it is still this one's.
 func (st *Staging) Abort() error {
-	return st.s.db.Update(func(tx *bolt.Tx) error {
+	err := st.s.db.Update(func(tx *bolt.Tx) error {
 		if _, err := st.ours(tx); err != nil {
 			return nil // replaced or gone: nothing of ours to drop
 		}
-		return tx.DeleteBucket(bStaging)
+		return retireStaging(tx)
 	})
+	if err != nil {
+		return err
+	}
+	return st.s.retire()
 }
 
 // DropStaging deletes a staged snapshot left by a crash or an abandoned
-// transfer, reporting whether there was one.
+// transfer, in steps, reporting whether there was one; and finishes
+// deleting a whitelist a crash left half-retired.
 func (s *Store) DropStaging() (bool, error) {
 	found := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		found = tx.Bucket(bStaging) != nil
-		return dropStaging(tx)
+		return retireStaging(tx)
 	})
-	return found, err
+	if err != nil {
+		return found, err
+	}
+	return found, s.retire()
 }

@@ -76,6 +76,13 @@ func TestSnapshotNotNewerRefused(t *testing.T) {
 	if err := st.Add(chunkOf(200, 5)); err != nil {
 		t.Fatal(err)
 	}
+	// A stale manifest meanwhile is refused without costing this staging.
+	if _, err := f.store.StageSnapshot(f.snapshot(t, 7)); !errors.Is(err, cache.ErrStale) {
+		t.Fatalf("stage 7 while 8 is staged: %v, want ErrStale", err)
+	}
+	if err := st.Add(chunkOf(300, 5)); err != nil {
+		t.Fatalf("staging after a stale manifest: %v", err)
+	}
 	if _, err := f.store.ApplyChange(&cache.Change{Event: "ev", Prev: 7, Version: 9}); err != nil {
 		t.Fatal(err)
 	}
@@ -281,11 +288,32 @@ func TestSnapshotRetiresOldWhitelist(t *testing.T) {
 	if left, _ := f.store.Retired(); left != 10 {
 		t.Fatalf("%d keys retired by the simulated crash, want 10", left)
 	}
-	if _, err := f.store.StageSnapshot(f.snapshot(t, 8)); err != nil {
+	abandoned, err := f.store.StageSnapshot(f.snapshot(t, 8))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if left, found := f.store.Retired(); found || left != 0 {
 		t.Fatalf("after the next staging began: %d retired keys left, bucket kept %v", left, found)
+	}
+	// A staging abandoned after many chunks goes the same way.
+	if err := abandoned.Add(chunkOf(0, n)); err != nil {
+		t.Fatal(err)
+	}
+	next, err := f.store.StageSnapshot(f.snapshot(t, 9))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left, found := f.store.Retired(); found || left != 0 {
+		t.Fatalf("after replacing an abandoned staging: %d retired keys left, bucket kept %v", left, found)
+	}
+	if err := next.Add(chunkOf(0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := f.store.Stats(); s.Tickets != 3 {
+		t.Fatalf("%d tickets, want the 3 of the last snapshot", s.Tickets)
 	}
 }
 

@@ -15,5 +15,8 @@
 // Health says so until a commit succeeds. A damaged file is refused with
 // ErrDamaged, never rewritten; Salvage copies out what can be read.
 //
-// Buckets: meta, tickets, revocations, used, codes, journal, outbox.
+// Buckets: meta, tickets, revocations, used, codes, journal, outbox; and
+// staging (a snapshot being received), retired (the whitelist it replaced,
+// being deleted) and archive (retention's committed archive file lengths)
+// while they have something to hold.
 package cache

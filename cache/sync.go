@@ -274,50 +274,26 @@ type Snapshot struct {
 	Chunks    [][]byte
 }
 
-// ApplySnapshot replaces the whitelist, revocations and trust list in one
-// transaction, like Provision: used tickets, the journal and the outbox
-// stay. ErrStale when the store already holds Version.
+// ApplySnapshot replaces the whitelist, revocations and trust list, like
+// Provision: used tickets, the journal and the outbox stay. It stages the
+// chunks in short transactions and swaps them in at the end (see
+// StageSnapshot); a caller receiving chunks one by one uses StageSnapshot
+// itself and never holds them all. ErrStale when the store already holds
+// Version; on any error the old whitelist stays in force.
 func (s *Store) ApplySnapshot(sn *Snapshot) (*verify.TrustList, error) {
-	var tl *verify.TrustList
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		m := tx.Bucket(bMeta)
-		cur, err := checkVersion(m, sn.Event)
-		if err != nil {
-			return err
-		}
-		if cur >= sn.Version {
-			return fmt.Errorf("%w: holds %d, snapshot is %d", ErrStale, cur, sn.Version)
-		}
-		if tl, err = putTrust(m, sn.TrustList); err != nil {
-			return err
-		}
-		if err := replaceBucket(tx, bTickets); err != nil {
-			return err
-		}
-		if err := replaceBucket(tx, bRevocations); err != nil {
-			return err
-		}
-		tb, rb := tx.Bucket(bTickets), tx.Bucket(bRevocations)
-		// Snapshot records come in id order: full pages keep the file small
-		// (a million tickets on a small gate box); deltas later split pages.
-		tb.FillPercent, rb.FillPercent = 1.0, 1.0
-		for _, ch := range sn.Chunks {
-			err := EachRecord(ch, func(kind byte, id verify.TicketID, v []byte) error {
-				if kind == recTicket {
-					return tb.Put(bytes.Clone(id[:]), v)
-				}
-				return rb.Put(bytes.Clone(id[:]), v)
-			})
-			if err != nil {
-				return err
+	st, err := s.StageSnapshot(sn)
+	if err != nil {
+		return nil, err
+	}
+	for _, ch := range sn.Chunks {
+		if err := st.Add(ch); err != nil {
+			if aerr := st.Abort(); aerr != nil {
+				s.log.Warn("drop staged snapshot", "err", aerr)
 			}
+			return nil, err
 		}
-		if err := m.Put(kBundleVersion, binary.BigEndian.AppendUint64(nil, sn.Version)); err != nil {
-			return err
-		}
-		return m.Put(kBundleCreated, binary.BigEndian.AppendUint64(nil, uint64(sn.CreatedAt.UnixNano())))
-	})
-	return tl, err
+	}
+	return st.Commit()
 }
 
 // MarkUsed records an admission made at another gate, unless the ticket

@@ -62,6 +62,44 @@ type Config struct {
 	// ConsoleHold is how long the staff console shows a verdict before it
 	// returns to READY (default 4s).
 	ConsoleHold time.Duration `yaml:"console_hold"`
+
+	// JournalRetention is how long a decision stays in the store's journal
+	// once the centre has acked it; older ones move to daily files in
+	// DATA/archive (gated journal --archive reads them). A duration such
+	// as 30d, 36h or 90m; empty means 30d; 0 keeps every decision in the
+	// store. Uses of tickets, the single-use guarantee, go only when their
+	// ticket's validity ended longer ago than this.
+	JournalRetention string `yaml:"journal_retention"`
+	retention        time.Duration
+}
+
+// DefaultJournalRetention is JournalRetention when it is not set.
+const DefaultJournalRetention = 30 * 24 * time.Hour
+
+// Retention is JournalRetention as Validate read it (0: keep forever).
+func (c *Config) Retention() time.Duration { return c.retention }
+
+func (c *Config) validateRetention() error {
+	v := strings.TrimSpace(c.JournalRetention)
+	if v == "" {
+		c.retention = DefaultJournalRetention
+		return nil
+	}
+	var d time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		var n int
+		if n, err = strconv.Atoi(days); err == nil {
+			d = time.Duration(n) * 24 * time.Hour
+		}
+	} else if v != "0" {
+		d, err = time.ParseDuration(v)
+	}
+	if err != nil || d < 0 || (d > 0 && d < time.Hour) {
+		return configErr("journal_retention %q: use a duration of at least 1h such as 30d, 36h or 90m, or 0 to keep every decision in the store", c.JournalRetention)
+	}
+	c.retention = d
+	return nil
 }
 
 // ConfigError is a setting a person must fix; commands exit 2 on it.
@@ -129,6 +167,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateOps(); err != nil {
+		return err
+	}
+	if err := c.validateRetention(); err != nil {
 		return err
 	}
 	switch c.LogLevel {

@@ -26,7 +26,9 @@ commands:
              decide scans until input ends or SIGTERM; SIGHUP reloads the config
   doctor     [--config FILE] [run flags] [--sysfs DIR]  check the gate and say what to fix
   provision  --data DIR FILE   load a signed bundle from gatesync export
-  journal    --data DIR        print every decision, one JSON object a line
+  journal    --data DIR [--archive]  print every decision, one JSON object a line
+             (--archive: the archived ones first, from DIR/archive)
+  compact    --data DIR        rewrite the store without its free space (gated must be stopped)
   status     --data DIR        print what the gate holds
   salvage    --data DIR --out FILE | --import FILE --data NEWDIR
              copy what can be read out of a damaged store; carry it into a fresh one
@@ -145,9 +147,16 @@ func cmdProvision(args []string, io stdio, _ func() time.Time) error {
 }
 
 func cmdJournal(args []string, io stdio, _ func() time.Time) error {
-	data, pos, err := dataOnly("journal", args)
+	fs := flag.NewFlagSet("gated journal", flag.ContinueOnError)
+	dataFlag := fs.String("data", "", "gate data directory (required)")
+	archived := fs.Bool("archive", false, "print the archived decisions (DATA/archive) before the store's")
+	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
+	}
+	data := *dataFlag
+	if data == "" {
+		return cli.Usagef("--data DIR is required")
 	}
 	if len(pos) > 0 {
 		return cli.Usagef("unexpected argument %q", pos[0])
@@ -157,8 +166,7 @@ func cmdJournal(args []string, io stdio, _ func() time.Time) error {
 		return err
 	}
 	defer s.Close()
-	enc := json.NewEncoder(io.out)
-	return s.Journal(0, func(e cache.Entry) error { return enc.Encode(&e) })
+	return printJournal(s, data, *archived, io.out)
 }
 
 func cmdStatus(args []string, io stdio, _ func() time.Time) error {

@@ -168,6 +168,7 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 	g = gate.New(cfg.Gate, store, v, log, signals...)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	defer startRetention(ctx, store, cfg, now, log)() // archives old acked decisions: retention.go
 	log.Info("gate running", "event", st.Event, "bundle_version", st.BundleVersion, "scanners", len(sources), "broker", cfg.Broker)
 	linkDone := make(chan struct{})
 	if link != nil {

@@ -25,6 +25,7 @@ package clock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -182,6 +183,23 @@ func New(o Options) *Clock {
 		c.floor = f
 	}
 	return c
+}
+
+// SetCentre attaches the centre's clock estimate (the sync link), made
+// after the Clock.
+func (c *Clock) SetCentre(ce Centre) {
+	c.mu.Lock()
+	c.o.Centre = ce
+	c.mu.Unlock()
+}
+
+// NoNTP is an NTP state that never vouches for a step.
+func NoNTP() NTP { return noNTP{} }
+
+type noNTP struct{}
+
+func (noNTP) Synchronized() (bool, error) {
+	return false, errors.New("NTP state not read (clock_ntp: off)")
 }
 
 // Now is the decision time.

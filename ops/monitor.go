@@ -79,6 +79,7 @@ type Monitor struct {
 	// synced is the last time the link was up with the outbox empty: the
 	// centre had every decision. Used when the link cannot say LastSync.
 	synced time.Time
+	clock  Clock
 }
 
 type scannerState struct {
@@ -205,6 +206,8 @@ type Status struct {
 	Scanners []ScannerStatus `json:"scanners"`
 	// StoreError is set when the store could not be read.
 	StoreError string `json:"store_error,omitempty"`
+	// Clock is whether the gate trusts its wall clock; nil: not known.
+	Clock *ClockStatus `json:"clock,omitempty"`
 }
 
 // Seconds is a duration that marshals as seconds.
@@ -240,8 +243,12 @@ func (m *Monitor) Status() Status {
 	for name, s := range m.scanners {
 		st.Scanners = append(st.Scanners, s.status(name))
 	}
-	store, link := m.store, m.sync
+	store, link, clk := m.store, m.sync, m.clock
 	m.mu.Unlock()
+	if clk != nil {
+		cs := clk.ClockStatus()
+		st.Clock = &cs
+	}
 	sort.Slice(st.Scanners, func(i, j int) bool { return st.Scanners[i].Name < st.Scanners[j].Name })
 
 	if link != nil {

@@ -111,8 +111,9 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	d := newDaemon(args, cfg, io, now) // console, HTTP, systemd, SIGHUP: service.go
+	d := newDaemon(args, cfg, io, now) // console, HTTP, systemd, SIGHUP, the clock: service.go
 	log := d.log
+	now = d.now // decisions follow the clock; the sync link measures d.wall
 	var sources []scanner.Source
 	for _, uri := range cfg.Scanners {
 		src, err := scanner.Open(uri, scanner.Env{Stdin: io.in, Now: now, Log: log})
@@ -154,7 +155,7 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 			return err
 		}
 		link, err = gatelink.New(store, gatelink.Options{Broker: cfg.Broker, Venue: cfg.Venue, Gate: cfg.Gate,
-			Username: cfg.MQTTUsername, Password: cfg.MQTTPassword, TLS: tc, Now: now, Logger: log.With("component", "sync"),
+			Username: cfg.MQTTUsername, Password: cfg.MQTTPassword, TLS: tc, Now: d.wall, Logger: log.With("component", "sync"),
 			OnTrust: func(tl *verify.TrustList) {
 				d.trustChanged(tl)
 				log.Info("trust list rotated", "version", tl.Version, "keys", len(tl.Keys))
@@ -164,8 +165,10 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 		}
 		signals = append(signals, link) // every decision nudges the uplink
 		d.mon.SetSync(link)
+		d.clock.SetCentre(link)
 	}
 	g = gate.New(cfg.Gate, store, v, log, signals...)
+	g.SetClock(d.clock.Now)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log.Info("gate running", "event", st.Event, "bundle_version", st.BundleVersion, "scanners", len(sources), "broker", cfg.Broker)

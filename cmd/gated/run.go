@@ -116,7 +116,7 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 	now = d.now // decisions follow the clock; the sync link measures d.wall
 	var sources []scanner.Source
 	for _, uri := range cfg.Scanners {
-		src, err := scanner.Open(uri, scanner.Env{Stdin: io.in, Now: now, Log: log})
+		src, err := d.openScanner(uri)
 		if err != nil {
 			return &gate.ConfigError{Msg: err.Error()}
 		}

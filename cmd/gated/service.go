@@ -149,9 +149,12 @@ func (d *service) policyChanged(p verify.Policy) {
 	d.g.SetVerifier(verify.NewVerifier(p, d.trust))
 }
 
-// openScanner opens a source the way run.go does.
+// openScanner opens a source, at start and on reload.
 func (d *service) openScanner(uri string) (scanner.Source, error) {
-	return scanner.Open(uri, scanner.Env{Stdin: d.io.in, Now: d.now, Log: d.log})
+	d.mu.Lock()
+	maxFrame, _ := d.cfg.MaxFrameSize() // validated
+	d.mu.Unlock()
+	return scanner.Open(uri, scanner.Env{Stdin: d.io.in, Now: d.now, Log: d.log, MaxFrame: maxFrame})
 }
 
 // run serves the gate until every source has ended or ctx is done:

@@ -75,8 +75,8 @@ type Options struct {
 	// shows it).
 	NTP NTP
 	// FloorFile persists a lower bound of the time ("": none). It is read
-	// at New and written by Run at most every PersistEvery, only while the
-	// time is trusted (from the wall or the centre).
+	// at New and written by Run with the decision time (never a distrusted
+	// wall reading) at most every PersistEvery.
 	FloorFile string
 	// Tolerance is how far the wall clock may disagree with the reference
 	// before it counts as stepped (default 2s; NTP slews far slower).
@@ -329,8 +329,10 @@ func near(a, b time.Time, tol time.Duration) bool {
 	return d <= tol && d >= -tol
 }
 
-// persist writes the floor file when due (or now, with force) and the
-// time is trusted, from the wall or the centre.
+// persist writes the decision time to the floor file when due (or now,
+// with force). It is the decision time, never a wall reading that is not
+// trusted: carried on from a trusted time or from the floor itself, it is
+// a lower bound still.
 func (c *Clock) persist(force bool) {
 	if c.o.FloorFile == "" {
 		return
@@ -338,11 +340,10 @@ func (c *Clock) persist(force bool) {
 	m := c.o.Mono()
 	c.mu.Lock()
 	due := force || !c.persistOK || m-c.persisted >= c.o.PersistEvery
-	trusted := c.state.Trusted || c.state.Source == SourceCentre
 	t := c.base.Add(m - c.baseMono)
 	started := c.started
 	c.mu.Unlock()
-	if !due || !trusted || !started {
+	if !due || !started {
 		return
 	}
 	if err := writeFloor(c.o.FloorFile, t); err != nil {

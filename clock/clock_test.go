@@ -107,6 +107,10 @@ func TestJumpScenarios(t *testing.T) {
 			{adv: 30 * time.Second, want: -time.Minute, source: SourceFloor},
 			{adv: time.Second, wall: d(0), ntp: s("synced"), source: SourceWall},
 		}},
+		{name: "boot with RTC behind the floor, centre configured but not heard yet", ntp: "unsynced", centre: true, floor: -time.Minute, steps: []step{
+			{wall: d(-2 * 365 * 24 * h), want: -time.Minute, source: SourceFloor},
+			{adv: time.Second, ack: true, source: SourceCentre},
+		}},
 		{name: "boot with RTC behind, NTP already synchronised: NTP wins over the floor", ntp: "synced", floor: time.Hour, steps: []step{
 			{source: SourceWall},
 		}},
@@ -175,7 +179,8 @@ func TestStepBetweenReadingsIsSeen(t *testing.T) {
 	}
 }
 
-// The floor is written while trusted, only then, and read back at start.
+// The floor is the decision time, never a distrusted wall reading, and is
+// written about once a minute.
 func TestFloorPersisted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "clock-floor")

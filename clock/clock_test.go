@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -185,8 +186,8 @@ func TestFloorPersisted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "clock-floor")
 		w := &world{ntp: "unsynced"}
-		wallOff := time.Duration(0)
-		c := New(Options{FloorFile: file, NTP: w, Wall: func() time.Time { return time.Now().Add(wallOff) }})
+		var wallOff atomic.Int64
+		c := New(Options{FloorFile: file, NTP: w, Wall: func() time.Time { return time.Now().Add(time.Duration(wallOff.Load())) }})
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan struct{})
 		go func() { c.Run(ctx); close(done) }()
@@ -199,7 +200,7 @@ func TestFloorPersisted(t *testing.T) {
 			t.Fatalf("floor %s is %s behind now", f, d)
 		}
 		// Distrusted: a jumped wall clock is never persisted.
-		wallOff = 8 * time.Hour
+		wallOff.Store(int64(8 * time.Hour))
 		time.Sleep(3 * time.Minute)
 		cancel()
 		<-done

@@ -31,27 +31,35 @@ type clockPhase struct {
 }
 
 func TestClockJumpCorrected(t *testing.T) {
-	const jump = "offset=8h\n" // the tickets expire in 2 h: a trusted jump makes them expired
+	// The tickets are valid from 10 minutes ago for 2 hours: a step of
+	// 8 h forward or 2 days back that is trusted denies them.
+	const jump = "offset=8h\n"
 	for _, tc := range []struct {
 		name   string
 		centre bool
+		floor  bool // a clock-floor file from an earlier run, written a minute ago
 		phases []clockPhase
 	}{
 		// The centre outranks even NTP vouching for the step.
-		{"centre offset available", true, []clockPhase{
+		{"centre offset available", true, false, []clockPhase{
 			{"before", "ntp=unsynchronised\n", 10, 0, "wall"},
 			{"jumped", jump + "ntp=synchronised\n", 60, 0, "centre"},
 			{"corrected", "ntp=synchronised\n", 60, 0, "wall"},
 		}},
-		{"air-gapped, NTP unsynchronised by the step", false, []clockPhase{
+		{"air-gapped, NTP unsynchronised by the step", false, false, []clockPhase{
 			{"before", "ntp=synchronised\n", 10, 0, "wall"},
 			{"jumped", jump + "ntp=unsynchronised\n", 60, 0, "monotonic"},
 			{"corrected", "ntp=synchronised\n", 60, 0, "wall"},
 		}},
-		{"air-gapped, NTP vouches for the wrong step", false, []clockPhase{
+		{"air-gapped, NTP vouches for the wrong step", false, false, []clockPhase{
 			{"before", "ntp=synchronised\n", 10, 0, "wall"},
 			{"jumped", jump + "ntp=synchronised\n", 60, 60, "wall"},
 			{"corrected", "ntp=synchronised\n", 60, 0, "wall"},
+		}},
+		// A flat RTC battery: the box boots two days behind, before NTP.
+		{"boot with the RTC behind, before NTP", false, true, []clockPhase{
+			{"booted", "offset=-48h\nntp=unsynchronised\n", 30, 0, "floor"},
+			{"NTP synchronised", "ntp=synchronised\n", 30, 0, "wall"},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -59,8 +67,12 @@ func TestClockJumpCorrected(t *testing.T) {
 			for _, p := range tc.phases {
 				n += p.scans
 			}
+			notBefore := time.Now().Add(-10 * time.Minute).UTC().Format(time.RFC3339)
 			notAfter := time.Now().Add(2 * time.Hour).UTC().Format(time.RFC3339)
-			v := newVenueIssuing(t, []string{"--count", fmt.Sprint(n), "--not-after", notAfter}, "g1")
+			v := newVenueIssuing(t, []string{"--count", fmt.Sprint(n), "--not-before", notBefore, "--not-after", notAfter}, "g1")
+			if tc.floor {
+				os.WriteFile(filepath.Join(v.data("g1"), "clock-floor"), []byte(time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano)), 0o600)
+			}
 			clockFile := filepath.Join(t.TempDir(), "clock")
 			os.WriteFile(clockFile, []byte(tc.phases[0].clock), 0o644)
 			t.Setenv(testClockEnv, clockFile)
@@ -102,7 +114,7 @@ func TestClockJumpCorrected(t *testing.T) {
 					next++
 					r := g.waitDecisions(next, 30*time.Second)[next-1]
 					if r.Verdict != "admit" {
-						if r.Reason != "expired" {
+						if r.Reason != "expired" && r.Reason != "not_yet_valid" {
 							t.Fatalf("%s: %s %s: %s", p.name, r.Verdict, r.Reason, r.Detail)
 						}
 						wrong, lastWrong = wrong+1, time.Since(changed)

@@ -108,22 +108,20 @@ func TestClockJumpCorrected(t *testing.T) {
 			for _, p := range tc.phases {
 				os.WriteFile(clockFile, []byte(p.clock), 0o644)
 				changed := time.Now()
-				wrong, lastWrong := 0, time.Duration(0)
+				wrong, lastWrong, reasons := 0, time.Duration(0), map[string]int{}
 				for range p.scans {
 					g.scan(v.codes[next])
 					next++
 					r := g.waitDecisions(next, 30*time.Second)[next-1]
-					if r.Verdict != "admit" {
-						if r.Reason != "expired" && r.Reason != "not_yet_valid" {
-							t.Fatalf("%s: %s %s: %s", p.name, r.Verdict, r.Reason, r.Detail)
-						}
+					if r.Verdict != "admit" { // every ticket is valid and shown once
 						wrong, lastWrong = wrong+1, time.Since(changed)
+						reasons[r.Reason]++
 					}
 					time.Sleep(50 * time.Millisecond)
 				}
 				st := status()
-				t.Logf("%s: %d scans over %s, %d wrong denials (last %s after the clock changed); clock %+v",
-					p.name, p.scans, time.Since(changed).Round(time.Millisecond), wrong, lastWrong.Round(time.Millisecond), st.Clock)
+				t.Logf("%s: %d scans over %s, %d wrong denials %v (last %s after the clock changed); clock %+v",
+					p.name, p.scans, time.Since(changed).Round(time.Millisecond), wrong, reasons, lastWrong.Round(time.Millisecond), st.Clock)
 				if wrong > p.denialsAllowed {
 					t.Errorf("%s: %d wrong denials, want at most %d", p.name, wrong, p.denialsAllowed)
 				}

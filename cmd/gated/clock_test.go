@@ -78,6 +78,7 @@ func TestClockJumpCorrected(t *testing.T) {
 			t.Setenv(testClockEnv, clockFile)
 			httpPort := mqtttest.FreePort(t)
 			status := func() (st struct {
+				Now      time.Time `json:"now"`
 				LastSync time.Time `json:"last_sync"`
 				Clock    struct {
 					Trusted  bool   `json:"trusted"`
@@ -124,6 +125,10 @@ func TestClockJumpCorrected(t *testing.T) {
 					p.name, p.scans, time.Since(changed).Round(time.Millisecond), wrong, reasons, lastWrong.Round(time.Millisecond), st.Clock)
 				if wrong > p.denialsAllowed {
 					t.Errorf("%s: %d wrong denials, want at most %d", p.name, wrong, p.denialsAllowed)
+				}
+				// The last sync, stamped by the wall clock, is shown on the decision clock.
+				if age := st.Now.Sub(st.LastSync); tc.centre && (age < -time.Second || age > time.Minute) {
+					t.Errorf("%s: /status last sync %s, now %s", p.name, st.LastSync, st.Now)
 				}
 				if st.Clock.Source != p.source || st.Clock.Trusted != (p.source == "wall") {
 					t.Errorf("%s: /status clock %+v, want source %s", p.name, st.Clock, p.source)

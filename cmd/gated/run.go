@@ -164,7 +164,7 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 			return &gate.ConfigError{Msg: err.Error()}
 		}
 		signals = append(signals, link) // every decision nudges the uplink
-		d.mon.SetSync(link)
+		d.mon.SetSync(syncOnClock{link, d.clock})
 		d.clock.SetCentre(link)
 	}
 	g = gate.New(cfg.Gate, store, v, log, signals...)

@@ -25,6 +25,7 @@ import (
 	"github.com/gated-dev/gated/ops"
 	"github.com/gated-dev/gated/scanner"
 	"github.com/gated-dev/gated/sdnotify"
+	"github.com/gated-dev/gated/sync/gatelink"
 	"github.com/gated-dev/gated/verify"
 )
 
@@ -100,6 +101,22 @@ type clockStatus struct{ c *clock.Clock }
 func (c clockStatus) ClockStatus() ops.ClockStatus {
 	st := c.c.State()
 	return ops.ClockStatus{Trusted: st.Trusted, Source: st.Source, OffsetMs: st.Offset.Milliseconds(), Detail: st.Detail}
+}
+
+// syncOnClock shows the link's last sync on the decision clock: the link
+// stamps it with the wall clock, which while not trusted is hours off the
+// "now" the console and /status compare it with.
+type syncOnClock struct {
+	*gatelink.Link
+	clock *clock.Clock
+}
+
+func (s syncOnClock) LastSync() time.Time {
+	t := s.Link.LastSync()
+	if t.IsZero() {
+		return t
+	}
+	return t.Add(s.clock.State().Offset)
 }
 
 // Status makes the service the console's status source.

@@ -24,6 +24,7 @@ import (
 	"github.com/gated-dev/gated/gate"
 	"github.com/gated-dev/gated/ops"
 	"golang.org/x/sys/unix"
+	"golang.org/x/text/width"
 )
 
 // StatusSource gives the gate's status (ops.Monitor).
@@ -318,6 +319,14 @@ func scannerRows(st ops.Status) []Row {
 	if st.Storage != nil && !st.Storage.OK {
 		rows = append(rows, Row{styleProblem, " storage fault: call a supervisor · 存储故障：请联系主管 (" + st.Storage.Error + ")"})
 	}
+	if c := st.Clock; c != nil && !c.Trusted {
+		by := map[string]string{"centre": "the centre's clock", "monotonic": "the time it kept", "floor": "the last time it used"}[c.Source]
+		if by == "" {
+			by = c.Source
+		}
+		rows = append(rows, Row{styleProblem, fmt.Sprintf(" 时钟不可信 CLOCK NOT TRUSTED: using %s, wall clock %s off (check NTP)",
+			by, Age((time.Duration(c.OffsetMs) * time.Millisecond).Abs()))})
+	}
 	return rows
 }
 
@@ -346,7 +355,7 @@ func Age(d time.Duration) string {
 }
 
 func center(s string, cols int) string {
-	n := utf8.RuneCountInString(s)
+	n := cells(s)
 	if n >= cols {
 		return s
 	}
@@ -369,11 +378,33 @@ func Paint(rows []Row, cols int) string {
 }
 
 func fit(s string, cols int) string {
-	n := utf8.RuneCountInString(s)
-	if n > cols {
-		return string([]rune(s)[:cols])
+	n := 0
+	for i, r := range s {
+		w := runeCells(r)
+		if n+w > cols {
+			return s[:i] + strings.Repeat(" ", cols-n)
+		}
+		n += w
 	}
 	return s + strings.Repeat(" ", cols-n)
+}
+
+// cells is how many terminal columns s takes: Chinese characters take
+// two, and a row padded by runes would wrap and scroll the screen.
+func cells(s string) int {
+	n := 0
+	for _, r := range s {
+		n += runeCells(r)
+	}
+	return n
+}
+
+func runeCells(r rune) int {
+	switch width.LookupRune(r).Kind() {
+	case width.EastAsianWide, width.EastAsianFullwidth:
+		return 2
+	}
+	return 1
 }
 
 // clean drops control characters: ticket details and log lines come from

@@ -50,6 +50,8 @@ func TestLayoutGolden(t *testing.T) {
 		{"ready-after-hold-120x40", View{Status: status(&on, up), Last: deny, Hold: time.Second}, 120, 40, styleIdle},
 		{"offline-scanner-down-80x24", View{Status: status(&off, up, down), Last: admit, Hold: 4 * time.Second,
 			Logs: []string{`level=WARN msg="scanner not available; retrying"`}}, 80, 24, styleAdmit},
+		{"clock-distrusted-80x24", View{Status: withClock(status(&on, up), ops.ClockStatus{Source: "centre", OffsetMs: -8 * 3600 * 1000}),
+			Last: admit, Hold: 4 * time.Second}, 80, 24, styleAdmit},
 		{"standalone-small-40x12", View{Status: status(nil, up), Last: deny, Hold: 4 * time.Second}, 40, 12, styleDeny},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -105,5 +107,29 @@ func TestScreenConcurrentSignals(t *testing.T) {
 	wg.Wait()
 	if !strings.Contains(out.String(), "ADMIT: valid ticket") {
 		t.Fatal("no ADMIT frame drawn")
+	}
+}
+
+func withClock(st ops.Status, c ops.ClockStatus) ops.Status {
+	st.Clock = &c
+	return st
+}
+
+// A row with Chinese characters is cut and padded by terminal columns, so
+// it never wraps onto the next row or scrolls the screen.
+func TestFitCountsWideCharacters(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		cols int
+		want string
+	}{
+		{"时钟不可信 CLOCK", 10, "时钟不可信"},
+		{"时钟不可信 CLOCK", 9, "时钟不可 "},
+		{"时钟", 6, "时钟  "},
+		{"abc", 2, "ab"},
+	} {
+		if got := fit(tc.in, tc.cols); got != tc.want || cells(got) != tc.cols {
+			t.Errorf("fit(%q, %d) = %q (%d cells), want %q", tc.in, tc.cols, got, cells(got), tc.want)
+		}
 	}
 }

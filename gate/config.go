@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"image"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,6 +74,22 @@ type Config struct {
 	// ticket's validity ended longer ago than this.
 	JournalRetention string `yaml:"journal_retention"`
 	retention        time.Duration
+	// ClockTolerance is how far the wall clock may disagree with the
+	// gate's reference (the time it was using carried on by the monotonic
+	// clock, or the centre's clock) before it counts as stepped and is
+	// not trusted (default 2s).
+	ClockTolerance time.Duration `yaml:"clock_tolerance"`
+	// ClockNTP is where the gate reads whether NTP has synchronised the
+	// clock: "kernel" (default; the flag timesyncd and chronyd set, as
+	// timedatectl shows it) or "off" (never trust a step on NTP's word).
+	ClockNTP string `yaml:"clock_ntp"`
+	// ClockFloorFile keeps a lower bound of the time across restarts, so a
+	// box that boots with its RTC behind does not decide in the past
+	// (default DATA/clock-floor; "off": none).
+	ClockFloorFile string `yaml:"clock_floor_file"`
+	// MaxFrame is the largest camera frame or image file decoded,
+	// WIDTHxHEIGHT (default 4096x4096); larger ones are refused unread.
+	MaxFrame string `yaml:"max_frame"`
 }
 
 // DefaultJournalRetention is JournalRetention when it is not set.
@@ -146,12 +165,8 @@ func (c *Config) Validate() error {
 	if len(c.Scanners) == 0 {
 		c.Scanners = []string{"stdin:"}
 	}
-	switch c.Output {
-	case "":
-		c.Output = "console"
-	case "console", "json":
-	default:
-		return configErr("output %q: use console or json", c.Output)
+	if err := oneOf(&c.Output, "output", "console", "json"); err != nil {
+		return err
 	}
 	for _, z := range c.Zones {
 		if !idPattern.MatchString(z) {
@@ -170,6 +185,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateRetention(); err != nil {
+		return err
+	}
+	if err := c.validateClock(); err != nil {
 		return err
 	}
 	switch c.LogLevel {
@@ -213,6 +231,18 @@ func (c *Config) validateSync() error {
 	return nil
 }
 
+// oneOf fills an empty *v with the first of allowed (the default) and
+// refuses anything else not among them.
+func oneOf(v *string, key string, allowed ...string) error {
+	if *v == "" {
+		*v = allowed[0]
+	}
+	if !slices.Contains(allowed, *v) {
+		return configErr("%s %q: use %s or %s", key, *v, strings.Join(allowed[:len(allowed)-1], ", "), allowed[len(allowed)-1])
+	}
+	return nil
+}
+
 // HTTPAddr is the status endpoint's address, "" when it is off.
 func (c *Config) HTTPAddr() string {
 	if c.HTTP == "off" {
@@ -241,4 +271,45 @@ func (c *Config) validateOps() error {
 		return configErr("console_hold %s: use a duration between 100ms and 1h", c.ConsoleHold)
 	}
 	return nil
+}
+
+func (c *Config) validateClock() error {
+	if c.ClockTolerance == 0 {
+		c.ClockTolerance = 2 * time.Second
+	}
+	if c.ClockTolerance < 100*time.Millisecond || c.ClockTolerance > time.Minute {
+		return configErr("clock_tolerance %s: use a duration between 100ms and 1m", c.ClockTolerance)
+	}
+	if err := oneOf(&c.ClockNTP, "clock_ntp", "kernel", "off"); err != nil {
+		return err
+	}
+	if c.ClockFloorFile == "" {
+		c.ClockFloorFile = filepath.Join(c.Data, "clock-floor")
+	}
+	if c.MaxFrame == "" {
+		c.MaxFrame = "4096x4096"
+	}
+	if _, err := c.MaxFrameSize(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// FloorFile is the clock floor file's path, "" when it is off.
+func (c *Config) FloorFile() string {
+	if c.ClockFloorFile == "off" {
+		return ""
+	}
+	return c.ClockFloorFile
+}
+
+// MaxFrameSize is MaxFrame as a width and height.
+func (c *Config) MaxFrameSize() (image.Point, error) {
+	ws, hs, ok := strings.Cut(c.MaxFrame, "x")
+	w, werr := strconv.Atoi(ws)
+	h, herr := strconv.Atoi(hs)
+	if !ok || werr != nil || herr != nil || w < 16 || h < 16 || w > 16384 || h > 16384 {
+		return image.Point{}, configErr("max_frame %q: use WIDTHxHEIGHT between 16x16 and 16384x16384, such as 4096x4096", c.MaxFrame)
+	}
+	return image.Pt(w, h), nil
 }

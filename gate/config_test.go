@@ -22,6 +22,12 @@ func TestConfigValidate(t *testing.T) {
 		{"data: /d\ngate: g1\nlog_level: loud\n", "log_level"},
 		{"data: /d\ngate: g1\nstrikt: true\n", "strikt"},
 		{"data: [\n", "gated.yaml"},
+		{"data: /d\ngate: g1\nclock_tolerance: 500ms\nclock_ntp: off\nclock_floor_file: off\nmax_frame: 1920x1080\n", ""},
+		{"data: /d\ngate: g1\nclock_tolerance: 1h\n", "clock_tolerance"},
+		{"data: /d\ngate: g1\nclock_tolerance: 10ms\n", "clock_tolerance"},
+		{"data: /d\ngate: g1\nclock_ntp: chrony\n", "clock_ntp"},
+		{"data: /d\ngate: g1\nmax_frame: 4096\n", "max_frame"},
+		{"data: /d\ngate: g1\nmax_frame: 30000x30000\n", "max_frame"},
 	} {
 		c, err := ParseConfig([]byte(tc.yaml), "gated.yaml")
 		if err == nil {
@@ -34,6 +40,9 @@ func TestConfigValidate(t *testing.T) {
 	c, _ := ParseConfig([]byte("data: /d\ngate: g1\nmax_code_age: 45s\n"), "x")
 	if err := c.Validate(); err != nil || c.MaxCodeAge != 45*time.Second || c.Output != "console" || c.Scanners[0] != "stdin:" {
 		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	if p, _ := c.MaxFrameSize(); c.ClockTolerance != 2*time.Second || c.ClockNTP != "kernel" || c.FloorFile() != "/d/clock-floor" || p.X != 4096 || p.Y != 4096 {
+		t.Fatalf("clock and frame defaults: %+v", c)
 	}
 }
 

@@ -35,15 +35,14 @@ type Gate struct {
 	verifier atomic.Pointer[verify.Verifier]
 	signals  []Signaller
 	log      *slog.Logger
-	// floor is the latest decision time this process has used (Unix ns).
-	// A wall clock stepped backwards while running (a bad NTP answer, an
-	// operator's typo) must not make expired tickets valid again, so
-	// decisions never go back in time within a run.
-	floor    atomic.Int64
-	lastWarn atomic.Int64
 	// rl bounds "decision not recorded": on a full or failing disk it
 	// would come once per scan and fill what is left of the disk.
 	rl *ratelog.Limiter
+	// clock is the decision time; nil: the time each scan was read. A
+	// wall clock that steps (a typo, a flat RTC battery before NTP) must
+	// not decide validity, and must stop mattering once fixed: gated
+	// sets a clock.Clock here.
+	clock atomic.Pointer[func() time.Time]
 }
 
 // New returns a gate with id deciding against store with v.
@@ -55,6 +54,10 @@ func New(id string, store Store, v *verify.Verifier, log *slog.Logger, signals .
 	g.verifier.Store(v)
 	return g
 }
+
+// SetClock makes now the decision time instead of the time each scan was
+// read (its Scan.At).
+func (g *Gate) SetClock(now func() time.Time) { g.clock.Store(&now) }
 
 // SetVerifier swaps in a verifier, e.g. after a new trust list arrived.
 // Scans already being decided finish with the old one.
@@ -81,7 +84,11 @@ func (g *Gate) Decide(ctx context.Context, s scanner.Scan) cache.Entry {
 // signature checks of concurrent scanners run in parallel. A panic here
 // (a bug meeting hostile input) becomes a malformed DENY, never a crash.
 func (g *Gate) check(v *verify.Verifier, s scanner.Scan) (sc cache.Scan) {
-	sc = cache.Scan{At: g.notBefore(s.At).UTC(), Gate: g.id, Scanner: s.Source, Symbology: s.Symbology}
+	at := s.At
+	if now := g.clock.Load(); now != nil {
+		at = (*now)()
+	}
+	sc = cache.Scan{At: at.UTC(), Gate: g.id, Scanner: s.Source, Symbology: s.Symbology}
 	defer func() {
 		if r := recover(); r != nil {
 			g.log.Error("scan check panicked", "panic", r, "scanner", s.Source, "scan", fmt.Sprintf("%q", s.Data))
@@ -145,27 +152,4 @@ func (g *Gate) Run(ctx context.Context, sources []scanner.Source) {
 		}()
 	}
 	wg.Wait()
-}
-
-// notBefore returns t, or the latest decision time already used if the
-// clock went backwards, warning at most once a minute.
-func (g *Gate) notBefore(t time.Time) time.Time {
-	n := t.UnixNano()
-	for {
-		f := g.floor.Load()
-		if n <= f {
-			if f-n > int64(time.Second) {
-				if w := g.lastWarn.Load(); n-w > int64(time.Minute) || w > n {
-					if g.lastWarn.CompareAndSwap(w, n) {
-						g.log.Warn("gate clock went backwards; deciding with the latest time already used; check NTP",
-							"clock", t.UTC().Format(time.RFC3339), "using", time.Unix(0, f).UTC().Format(time.RFC3339))
-					}
-				}
-			}
-			return time.Unix(0, f)
-		}
-		if g.floor.CompareAndSwap(f, n) {
-			return t
-		}
-	}
 }

@@ -88,6 +88,7 @@ type Monitor struct {
 	// synced is the last time the link was up with the outbox empty: the
 	// centre had every decision. Used when the link cannot say LastSync.
 	synced time.Time
+	clock  Clock
 }
 
 type scannerState struct {
@@ -217,6 +218,8 @@ type Status struct {
 	// Storage is whether the store's disk takes commits; nil when the
 	// store cannot tell.
 	Storage *StorageStatus `json:"storage,omitempty"`
+	// Clock is whether the gate trusts its wall clock; nil: not known.
+	Clock *ClockStatus `json:"clock,omitempty"`
 }
 
 // StorageStatus is the store's disk: OK, or the error of the last failed
@@ -261,8 +264,12 @@ func (m *Monitor) Status() Status {
 	for name, s := range m.scanners {
 		st.Scanners = append(st.Scanners, s.status(name))
 	}
-	store, link := m.store, m.sync
+	store, link, clk := m.store, m.sync, m.clock
 	m.mu.Unlock()
+	if clk != nil {
+		cs := clk.ClockStatus()
+		st.Clock = &cs
+	}
 	sort.Slice(st.Scanners, func(i, j int) bool { return st.Scanners[i].Name < st.Scanners[j].Name })
 
 	if link != nil {

@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"image"
 	_ "image/gif" // dir: accepts GIF, JPEG and PNG files
-	"image/jpeg"
+	_ "image/jpeg"
 	_ "image/png"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gated-dev/gated/qr"
@@ -32,8 +34,39 @@ type frames interface {
 }
 
 // errNoFrame is returned by next for a frame that carries no picture (a
-// file that is not an image): it is logged and passed over.
+// file that is not an image, or one refused): it is logged and passed over.
 var errNoFrame = errors.New("not an image")
+
+// errRefused is returned with errNoFrame for a frame or file refused
+// before decoding: larger than the cap, or not a regular file.
+var errRefused = errors.New("refused")
+
+// DefaultMaxFrame is the largest frame decoded when Env.MaxFrame is zero:
+// 4096x4096 is past any camera a gate uses, and its decode stays under
+// 100 MB.
+var DefaultMaxFrame = image.Pt(4096, 4096)
+
+// decodeFrame decodes one image to luma after checking the dimensions its
+// header claims: a decompression bomb (a PNG of 30000x30000 zeros is a few
+// KB) would otherwise allocate gigabytes before a pixel is read.
+func decodeFrame(r io.ReadSeeker, max image.Point) (lum []byte, w, h int, err error) {
+	cfg, _, err := image.DecodeConfig(r)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("%w: %v", errNoFrame, err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > max.X || cfg.Height > max.Y {
+		return nil, 0, 0, fmt.Errorf("%w: %w: %dx%d, larger than max_frame %dx%d", errNoFrame, errRefused, cfg.Width, cfg.Height, max.X, max.Y)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, 0, 0, err
+	}
+	img, _, err := image.Decode(r)
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("%w: %v", errNoFrame, err)
+	}
+	lum, w, h = qr.Luminance(img)
+	return lum, w, h, nil
+}
 
 // Camera reads QR codes from frames: a V4L2 device, an MJPEG stream or a
 // directory of images. A code held in view counts once: it is reported
@@ -47,10 +80,18 @@ type Camera struct {
 	now     func() time.Time
 	log     *slog.Logger
 	backoff Backoff
+	// Frames passed over are logged at most once a minute, with a count:
+	// a stream of hostile frames must not fill the disk with logs.
+	skipped  int
+	skipLast time.Time
 }
 
 func newCameraFromURI(kind, uri, where string, q url.Values, env Env) (Source, error) {
 	c := &Camera{leave: 3, reader: qr.NewReader(nil), now: env.Now, backoff: env.Backoff.withDefaults()}
+	max := env.MaxFrame
+	if max == (image.Point{}) {
+		max = DefaultMaxFrame
+	}
 	if v := q.Get("leave"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
@@ -80,20 +121,20 @@ func newCameraFromURI(kind, uri, where string, q url.Values, env Env) (Source, e
 			}
 			remove = b
 		}
-		c.open = func(context.Context) (frames, error) { return openDir(where, poll, remove) }
+		c.open = func(context.Context) (frames, error) { return openDir(where, poll, remove, max, c.log) }
 	case "mjpeg":
 		raw := strings.TrimPrefix(uri, uri[:strings.Index(uri, ":")+1])
 		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("want mjpeg:http://HOST/PATH (the camera's MJPEG stream address)")
 		}
 		c.name = "mjpeg:" + raw
-		c.open = func(ctx context.Context) (frames, error) { return openMJPEG(ctx, env.HTTP, raw) }
+		c.open = func(ctx context.Context) (frames, error) { return openMJPEG(ctx, env.HTTP, raw, max) }
 	case "camera":
 		if where == "" {
 			return nil, fmt.Errorf("no device; use camera:/dev/video0")
 		}
 		c.name = "camera:" + where
-		c.open = func(context.Context) (frames, error) { return openV4L2(where) }
+		c.open = func(context.Context) (frames, error) { return openV4L2(where, max) }
 	}
 	c.log = env.Log.With("scanner", c.name)
 	return c, nil
@@ -140,7 +181,11 @@ func (c *Camera) read(ctx context.Context, fr frames, held *presence, out chan<-
 			return nil
 		}
 		if errors.Is(err, errNoFrame) {
-			c.log.Warn("frame skipped", "err", err)
+			c.skipped++
+			if now := c.now(); now.Sub(c.skipLast) >= time.Minute || now.Before(c.skipLast) {
+				c.log.Warn("frame skipped", "err", err, "skipped_since_last_report", c.skipped)
+				c.skipped, c.skipLast = 0, now
+			}
 			continue
 		}
 		if err != nil {
@@ -189,16 +234,25 @@ func (p *presence) see(code string) bool {
 }
 
 // dirFrames yields image files of a directory in name order, and files
-// that appear later as they appear. A file is read once.
+// that appear later as they appear. A file is read once. Only regular
+// files are opened (no FIFO that would block, no device, no symlink out
+// of the directory); a file refused for that or for its size is moved
+// aside to DIR/.refused/, or, if it cannot be moved, remembered and
+// skipped, so it is never retried.
 type dirFrames struct {
 	dir     string
 	poll    time.Duration
 	remove  bool // delete each file once read (a camera dropping frames)
+	max     image.Point
+	log     *slog.Logger
 	seen    map[string]bool
 	pending []string
 }
 
-func openDir(dir string, poll time.Duration, remove bool) (*dirFrames, error) {
+// refusedDir is where dir: moves files it will not read.
+const refusedDir = ".refused"
+
+func openDir(dir string, poll time.Duration, remove bool, max image.Point, log *slog.Logger) (*dirFrames, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, err
@@ -206,7 +260,7 @@ func openDir(dir string, poll time.Duration, remove bool) (*dirFrames, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("%s is not a directory", dir)
 	}
-	return &dirFrames{dir: dir, poll: poll, remove: remove, seen: map[string]bool{}}, nil
+	return &dirFrames{dir: dir, poll: poll, remove: remove, max: max, log: log, seen: map[string]bool{}}, nil
 }
 
 func (d *dirFrames) Close() error { return nil }
@@ -234,24 +288,57 @@ func (d *dirFrames) next(ctx context.Context) ([]byte, int, int, error) {
 	}
 	name := d.pending[0]
 	d.pending = d.pending[1:]
-	path := filepath.Join(d.dir, name)
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("%w: %v", errNoFrame, err)
-	}
-	img, _, err := image.Decode(f)
-	f.Close()
-	if d.remove {
+	lum, w, h, err := d.read(name)
+	if errors.Is(err, errRefused) {
+		d.refuse(name, err)
+	} else if d.remove {
 		// Forget the name too, so memory does not grow with every frame.
-		if rerr := os.Remove(path); rerr == nil {
+		if rerr := os.Remove(filepath.Join(d.dir, name)); rerr == nil {
 			delete(d.seen, name)
 		}
 	}
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("%w: %s: %v", errNoFrame, name, err)
+		return nil, 0, 0, fmt.Errorf("%s: %w", name, err)
 	}
-	lum, w, h := qr.Luminance(img)
 	return lum, w, h, nil
+}
+
+// read decodes one file, opening it only if it is a regular file: not
+// following a symlink, and without blocking on a FIFO swapped in after
+// the directory was listed.
+func (d *dirFrames) read(name string) ([]byte, int, int, error) {
+	f, err := os.OpenFile(filepath.Join(d.dir, name), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, 0, 0, fmt.Errorf("%w: %w: a symlink", errNoFrame, errRefused)
+		}
+		return nil, 0, 0, fmt.Errorf("%w: %v", errNoFrame, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("%w: %v", errNoFrame, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, 0, 0, fmt.Errorf("%w: %w: not a regular file (%s)", errNoFrame, errRefused, st.Mode().Type())
+	}
+	return decodeFrame(f, d.max)
+}
+
+// refuse moves a refused file aside, once, so it is neither read again
+// nor mistaken for a frame by whoever looks at the directory.
+func (d *dirFrames) refuse(name string, why error) {
+	aside := filepath.Join(d.dir, refusedDir)
+	err := os.Mkdir(aside, 0o750)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		err = os.Rename(filepath.Join(d.dir, name), filepath.Join(aside, name))
+	}
+	if err != nil {
+		d.log.Warn("file refused; cannot move it aside, skipping it from now on", "file", name, "why", why, "err", err)
+		return
+	}
+	delete(d.seen, name) // gone from the directory
+	d.log.Warn("file refused and moved aside", "file", name, "why", why, "to", filepath.Join(aside, name))
 }
 
 // mjpegFrames reads an IP camera's MJPEG stream: an HTTP response of type
@@ -259,6 +346,7 @@ func (d *dirFrames) next(ctx context.Context) ([]byte, int, int, error) {
 type mjpegFrames struct {
 	body io.ReadCloser
 	mr   *partReader
+	max  image.Point
 }
 
 func (m *mjpegFrames) Close() error { return m.body.Close() }
@@ -268,10 +356,5 @@ func (m *mjpegFrames) next(ctx context.Context) ([]byte, int, int, error) {
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	img, err := jpeg.Decode(bytes.NewReader(part))
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("%w: %v", errNoFrame, err)
-	}
-	lum, w, h := qr.Luminance(img)
-	return lum, w, h, nil
+	return decodeFrame(bytes.NewReader(part), m.max)
 }

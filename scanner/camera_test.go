@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gated-dev/gated/qr"
 	"github.com/gated-dev/gated/scanner"
@@ -59,7 +60,8 @@ func writeFrame(t testing.TB, path, text string) {
 	}
 }
 
-// runUntil runs src and returns the first n scans' data.
+// runUntil runs src and returns the first n scans' data. It fails,
+// rather than hang, when a source blocks (on a FIFO, say) for 20s.
 func runUntil(t *testing.T, src scanner.Source, n int) []string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -68,8 +70,14 @@ func runUntil(t *testing.T, src scanner.Source, n int) []string {
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, out) }()
 	var got []string
+	timeout := time.After(20 * time.Second)
 	for len(got) < n {
-		got = append(got, string((<-out).Data))
+		select {
+		case s := <-out:
+			got = append(got, string(s.Data))
+		case <-timeout:
+			t.Fatalf("after 20s: scans %q, want %d", got, n)
+		}
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -140,23 +148,13 @@ func TestDirDelete(t *testing.T) {
 
 // TestMJPEG serves an MJPEG stream over HTTP as an IP camera does.
 func TestMJPEG(t *testing.T) {
-	seq := []string{"", "X1", "X1", "", "", "", "X2"}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mw := multipart.NewWriter(w)
-		w.Header().Set("Content-Type", "multipart/x-mixed-replace; boundary=--"+mw.Boundary())
-		for _, s := range seq {
-			var b bytes.Buffer
-			jpeg.Encode(&b, frame(t, s), &jpeg.Options{Quality: 80})
-			p, _ := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"image/jpeg"}})
-			p.Write(b.Bytes())
-			w.(http.Flusher).Flush()
-		}
-		// A part ends where the next begins: start one more, and keep the
-		// stream open as a camera does.
-		mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"image/jpeg"}})
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	}))
+	var parts [][]byte
+	for _, s := range []string{"", "X1", "X1", "", "", "", "X2"} {
+		var b bytes.Buffer
+		jpeg.Encode(&b, frame(t, s), &jpeg.Options{Quality: 80})
+		parts = append(parts, b.Bytes())
+	}
+	srv := serveMJPEG(t, "--", parts...)
 	defer srv.Close()
 	src, err := scanner.Open("mjpeg:"+srv.URL+"/video?x=1", scanner.Env{})
 	if err != nil {
@@ -168,6 +166,25 @@ func TestMJPEG(t *testing.T) {
 	if got := runUntil(t, src, 2); strings.Join(got, " ") != "X1 X2" {
 		t.Errorf("scans %q, want X1 X2", got)
 	}
+}
+
+// serveMJPEG serves parts as an IP camera's MJPEG stream, then keeps the
+// stream open as a camera does. dashes go before the boundary parameter
+// (some cameras write them).
+func serveMJPEG(t testing.TB, dashes string, parts ...[]byte) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mw := multipart.NewWriter(w)
+		w.Header().Set("Content-Type", "multipart/x-mixed-replace; boundary="+dashes+mw.Boundary())
+		for _, b := range parts {
+			p, _ := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"image/jpeg"}})
+			p.Write(b)
+			w.(http.Flusher).Flush()
+		}
+		// A part ends where the next begins: start one more.
+		mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"image/jpeg"}})
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
 }
 
 func TestCameraOpenErrors(t *testing.T) {

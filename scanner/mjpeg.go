@@ -3,6 +3,7 @@ package scanner
 import (
 	"context"
 	"fmt"
+	"image"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -13,7 +14,7 @@ import (
 // maxJPEG bounds one MJPEG part; a 1080p JPEG is a few hundred KB.
 const maxJPEG = 8 << 20
 
-func openMJPEG(ctx context.Context, client *http.Client, addr string) (*mjpegFrames, error) {
+func openMJPEG(ctx context.Context, client *http.Client, addr string, max image.Point) (*mjpegFrames, error) {
 	if client == nil {
 		client = http.DefaultClient
 	}
@@ -33,7 +34,7 @@ func openMJPEG(ctx context.Context, client *http.Client, addr string) (*mjpegFra
 	}
 	// Some cameras write the boundary parameter with its leading dashes.
 	boundary := strings.TrimPrefix(params["boundary"], "--")
-	return &mjpegFrames{body: resp.Body, mr: &partReader{mr: multipart.NewReader(resp.Body, boundary)}}, nil
+	return &mjpegFrames{body: resp.Body, mr: &partReader{mr: multipart.NewReader(resp.Body, boundary)}, max: max}, nil
 }
 
 type partReader struct{ mr *multipart.Reader }

@@ -14,6 +14,7 @@ package scanner
 import (
 	"context"
 	"fmt"
+	"image"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -64,6 +65,10 @@ type Env struct {
 	// HTTP fetches MJPEG streams; nil uses http.DefaultClient. It must not
 	// set a Timeout, as a stream never ends.
 	HTTP *http.Client
+	// MaxFrame is the largest image a camera-like source (camera:, mjpeg:,
+	// dir:) decodes; zero means DefaultMaxFrame. Larger frames are refused
+	// from their header, before any pixel is allocated.
+	MaxFrame image.Point
 }
 
 // Open makes a source from a URI:

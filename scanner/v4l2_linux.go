@@ -5,10 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"image/jpeg"
+	"image"
 
 	"github.com/blackjack/webcam"
-	"github.com/gated-dev/gated/qr"
 )
 
 // V4L2 pixel formats gated reads: YUYV gives luma without decoding (the
@@ -22,9 +21,10 @@ type v4l2Frames struct {
 	cam    *webcam.Webcam
 	format webcam.PixelFormat
 	w, h   int
+	max    image.Point
 }
 
-func openV4L2(dev string) (*v4l2Frames, error) {
+func openV4L2(dev string, max image.Point) (*v4l2Frames, error) {
 	cam, err := webcam.Open(dev)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w (is it a V4L2 capture device? the daemon's user needs the video group)", dev, err)
@@ -43,11 +43,15 @@ func openV4L2(dev string) (*v4l2Frames, error) {
 		cam.Close()
 		return nil, fmt.Errorf("%s: set 1280x720: %w", dev, err)
 	}
+	if int(w) > max.X || int(h) > max.Y {
+		cam.Close()
+		return nil, fmt.Errorf("%s: frames of %dx%d are larger than max_frame %dx%d", dev, w, h, max.X, max.Y)
+	}
 	if err := cam.StartStreaming(); err != nil {
 		cam.Close()
 		return nil, fmt.Errorf("%s: start streaming: %w", dev, err)
 	}
-	return &v4l2Frames{cam: cam, format: got, w: int(w), h: int(h)}, nil
+	return &v4l2Frames{cam: cam, format: got, w: int(w), h: int(h), max: max}, nil
 }
 
 func (v *v4l2Frames) Close() error { return v.cam.Close() }
@@ -87,10 +91,5 @@ func (v *v4l2Frames) convert(buf []byte) ([]byte, int, int, error) {
 		}
 		return lum, v.w, v.h, nil
 	}
-	img, err := jpeg.Decode(bytes.NewReader(buf))
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("%w: %v", errNoFrame, err)
-	}
-	lum, w, h := qr.Luminance(img)
-	return lum, w, h, nil
+	return decodeFrame(bytes.NewReader(buf), v.max)
 }

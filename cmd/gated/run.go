@@ -111,11 +111,12 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	d := newDaemon(args, cfg, io, now) // console, HTTP, systemd, SIGHUP: service.go
+	d := newDaemon(args, cfg, io, now) // console, HTTP, systemd, SIGHUP, the clock: service.go
 	log := d.log
+	now = d.now // decisions follow the clock; the sync link measures d.wall
 	var sources []scanner.Source
 	for _, uri := range cfg.Scanners {
-		src, err := scanner.Open(uri, scanner.Env{Stdin: io.in, Now: now, Log: log})
+		src, err := d.openScanner(uri)
 		if err != nil {
 			return &gate.ConfigError{Msg: err.Error()}
 		}
@@ -154,7 +155,7 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 			return err
 		}
 		link, err = gatelink.New(store, gatelink.Options{Broker: cfg.Broker, Venue: cfg.Venue, Gate: cfg.Gate,
-			Username: cfg.MQTTUsername, Password: cfg.MQTTPassword, TLS: tc, Now: now, Logger: log.With("component", "sync"),
+			Username: cfg.MQTTUsername, Password: cfg.MQTTPassword, TLS: tc, Now: d.wall, Logger: log.With("component", "sync"),
 			OnTrust: func(tl *verify.TrustList) {
 				d.trustChanged(tl)
 				log.Info("trust list rotated", "version", tl.Version, "keys", len(tl.Keys))
@@ -163,9 +164,11 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 			return &gate.ConfigError{Msg: err.Error()}
 		}
 		signals = append(signals, link) // every decision nudges the uplink
-		d.mon.SetSync(link)
+		d.mon.SetSync(syncOnClock{link, d.clock})
+		d.clock.SetCentre(link)
 	}
 	g = gate.New(cfg.Gate, store, v, log, signals...)
+	g.SetClock(d.clock.Now)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	defer startRetention(ctx, store, cfg, now, log)() // archives old acked decisions: retention.go

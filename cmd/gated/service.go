@@ -18,12 +18,14 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/clock"
 	"github.com/gated-dev/gated/console"
 	"github.com/gated-dev/gated/gate"
 	"github.com/gated-dev/gated/internal/daemonlog"
 	"github.com/gated-dev/gated/ops"
 	"github.com/gated-dev/gated/scanner"
 	"github.com/gated-dev/gated/sdnotify"
+	"github.com/gated-dev/gated/sync/gatelink"
 	"github.com/gated-dev/gated/verify"
 )
 
@@ -31,9 +33,13 @@ import (
 // right after the config is read, so SIGHUP is caught from the start
 // (its default action would kill the process).
 type service struct {
-	args   []string
-	io     stdio
+	args []string
+	io   stdio
+	// wall is the wall clock; now is the decision time, from clock, which
+	// follows the wall clock only while it can be trusted.
+	wall   func() time.Time
 	now    func() time.Time
+	clock  *clock.Clock
 	level  slog.LevelVar
 	log    *slog.Logger
 	mon    *ops.Monitor
@@ -49,21 +55,68 @@ type service struct {
 }
 
 func newDaemon(args []string, cfg *gate.Config, io stdio, now func() time.Time) *service {
-	d := &service{args: args, io: io, now: now, cfg: cfg, hup: make(chan os.Signal, 1)}
+	d := &service{args: args, io: io, wall: now, cfg: cfg, hup: make(chan os.Signal, 1)}
+	d.now = func() time.Time { return d.clock.Now() } // the screen reads it once running
 	signal.Notify(d.hup, syscall.SIGHUP)
 	d.level.Set(parseLevel(cfg.LogLevel))
 	logOut := io.errOut
 	if cfg.Output == "console" && isTerminal(io.out) {
-		d.screen = console.New(io.out, d, console.Options{Hold: cfg.ConsoleHold, Now: now})
+		d.screen = console.New(io.out, d, console.Options{Hold: cfg.ConsoleHold, Now: d.now})
 		if isTerminal(io.errOut) {
 			// Same screen: logs go to its foot instead of over it.
 			logOut = d.screen.LogWriter()
 		}
 	}
 	d.log = daemonlog.New(logOut, daemonlog.Options{Level: &d.level}).With("component", "gated", "gate", cfg.Gate)
-	d.mon = ops.NewMonitor(ops.Options{Gate: cfg.Gate, Now: now, Logger: d.log.With("component", "ops")})
+	d.clock = newClock(cfg, &d.wall, d.log.With("component", "clock"))
+	d.mon = ops.NewMonitor(ops.Options{Gate: cfg.Gate, Now: d.now, Logger: d.log.With("component", "ops")})
+	d.mon.SetClock(clockStatus{d.clock})
 	d.notify = sdnotify.New(d.log.With("component", "systemd"))
 	return d
+}
+
+// testClockEnv names a file that moves the wall clock gated sees (see
+// clock.FileClock): tests of the real binary step the clock with it, since
+// libfaketime does not move Go's clock. Not for production.
+const testClockEnv = "GATED_TEST_CLOCK_FILE"
+
+// newClock makes the decision clock from the config; under testClockEnv
+// it replaces *wall with the file's clock.
+func newClock(cfg *gate.Config, wall *func() time.Time, log *slog.Logger) *clock.Clock {
+	ntp := clock.Kernel()
+	if cfg.ClockNTP == "off" {
+		ntp = clock.NoNTP()
+	}
+	if f := os.Getenv(testClockEnv); f != "" {
+		fc := clock.FileClock{Path: f}
+		*wall, ntp = fc.Now, fc
+		log.Warn("test clock in use: the wall clock is read through a file", "env", testClockEnv, "file", f)
+	}
+	return clock.New(clock.Options{Wall: *wall, NTP: ntp, FloorFile: cfg.FloorFile(), Tolerance: cfg.ClockTolerance, Logger: log})
+}
+
+// clockStatus shows the clock in /status and on the console.
+type clockStatus struct{ c *clock.Clock }
+
+func (c clockStatus) ClockStatus() ops.ClockStatus {
+	st := c.c.State()
+	return ops.ClockStatus{Trusted: st.Trusted, Source: st.Source, OffsetMs: st.Offset.Milliseconds(), Detail: st.Detail}
+}
+
+// syncOnClock shows the link's last sync on the decision clock: the link
+// stamps it with the wall clock, which while not trusted is hours off the
+// "now" the console and /status compare it with.
+type syncOnClock struct {
+	*gatelink.Link
+	clock *clock.Clock
+}
+
+func (s syncOnClock) LastSync() time.Time {
+	t := s.Link.LastSync()
+	if t.IsZero() {
+		return t
+	}
+	return t.Add(s.clock.State().Offset)
 }
 
 // Status makes the service the console's status source.
@@ -113,9 +166,12 @@ func (d *service) policyChanged(p verify.Policy) {
 	d.g.SetVerifier(verify.NewVerifier(p, d.trust))
 }
 
-// openScanner opens a source the way run.go does.
+// openScanner opens a source, at start and on reload.
 func (d *service) openScanner(uri string) (scanner.Source, error) {
-	return scanner.Open(uri, scanner.Env{Stdin: d.io.in, Now: d.now, Log: d.log})
+	d.mu.Lock()
+	maxFrame, _ := d.cfg.MaxFrameSize() // validated
+	d.mu.Unlock()
+	return scanner.Open(uri, scanner.Env{Stdin: d.io.in, Now: d.now, Log: d.log, MaxFrame: maxFrame})
 }
 
 // run serves the gate until every source has ended or ctx is done:
@@ -162,6 +218,7 @@ func (d *service) run(ctx context.Context, g *gate.Gate, store *cache.Store, st 
 		bgWG.Go(func() { d.screen.Run(bg) })
 	}
 	bgWG.Go(func() { d.notify.Watchdog(bg, d.mon.Healthy) })
+	bgWG.Go(func() { d.clock.Run(bg) })
 	bgWG.Go(func() { d.statusLoop(bg) })
 
 	sup := &supervisor{g: g, mon: d.mon, log: d.log, ended: make(chan struct{}, 1), running: map[string]*running{}}
@@ -288,6 +345,8 @@ func restartOnly(a, b *gate.Config) []string {
 		{"http", a.HTTPAddr(), b.HTTPAddr()}, {"broker", a.Broker, b.Broker}, {"venue", a.Venue, b.Venue},
 		{"mqtt_username", a.MQTTUsername, b.MQTTUsername}, {"mqtt_password", a.MQTTPassword, b.MQTTPassword},
 		{"tls_ca", a.TLSCA, b.TLSCA}, {"tls_cert", a.TLSCert, b.TLSCert}, {"tls_key", a.TLSKey, b.TLSKey},
+		{"clock_tolerance", a.ClockTolerance, b.ClockTolerance}, {"clock_ntp", a.ClockNTP, b.ClockNTP},
+		{"clock_floor_file", a.ClockFloorFile, b.ClockFloorFile}, {"max_frame", a.MaxFrame, b.MaxFrame},
 	} {
 		if f.a != f.b {
 			out = append(out, f.name)

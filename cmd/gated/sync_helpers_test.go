@@ -124,10 +124,17 @@ const testVenue = "arena"
 
 func newVenue(t testing.TB, tickets int, gates ...string) *venue {
 	t.Helper()
+	return newVenueIssuing(t, []string{"--count", fmt.Sprint(tickets)}, gates...)
+}
+
+// newVenueIssuing is newVenue with its tickets issued by gatesync issue
+// with issue (--count N and any other flags).
+func newVenueIssuing(t testing.TB, issue []string, gates ...string) *venue {
+	t.Helper()
 	d := t.TempDir()
 	v := &venue{t: t, dir: d, centre: filepath.Join(d, "centre"), bundle: filepath.Join(d, "bundle.json"), pass: map[string]string{}}
 	must(t, runBin(t, nil, "gatesync", "init", "--dir", v.centre))
-	v.codes = nonEmptyLines(must(t, runBin(t, nil, "gatesync", "issue", "--dir", v.centre, "--event", "E", "--count", fmt.Sprint(tickets))))
+	v.codes = nonEmptyLines(must(t, runBin(t, nil, "gatesync", append([]string{"issue", "--dir", v.centre, "--event", "E"}, issue...)...)))
 	must(t, runBin(t, nil, "gatesync", "export", "--dir", v.centre, "--event", "E", "--out", v.bundle))
 	for _, g := range gates {
 		must(t, runBin(t, nil, "gated", "provision", "--data", v.data(g), v.bundle))

@@ -68,7 +68,7 @@ func (v *embeddedVenue) client(t *testing.T, user, clientID string) (paho.Client
 	t.Helper()
 	lost := make(chan struct{})
 	var once sync.Once
-	o := paho.NewClientOptions().AddBroker("tcp://"+v.e.addr).SetClientID(clientID).SetUsername(user).
+	o := paho.NewClientOptions().AddBroker("tcp://" + v.e.addr).SetClientID(clientID).SetUsername(user).
 		SetPassword(v.pass[user]).SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
 		SetConnectionLostHandler(func(paho.Client, error) { once.Do(func() { close(lost) }) })
 	cl := paho.NewClient(o)

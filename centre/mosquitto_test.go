@@ -298,3 +298,32 @@ func TestMosquittoLockAndRemoveGate(t *testing.T) {
 		t.Error("add-gate.sh took gate id g/#")
 	}
 }
+
+// TestMosquittoSharedIngest: gatesync instances sharing ingest
+// (docs/scaleout.md) take entries through $share/GROUP/... under the
+// shipped roles, each with its own client id.
+func TestMosquittoSharedIngest(t *testing.T) {
+	m := startShippedMosquitto(t, "g1")
+	got := make(chan string, 10)
+	for _, id := range []string{"gatesync-a", "gatesync-b"} {
+		x := DialExternal(ExternalOptions{URL: m.url, ClientID: id, CleanSession: true, Username: "gatesync", Password: m.pass["gatesync"]})
+		t.Cleanup(x.Close)
+		x.Subscribe([]string{"$share/ingest/" + wire.Prefix + "+/+/" + wire.KindEntries}, func(topic string, _ []byte) { got <- topic })
+	}
+	time.Sleep(500 * time.Millisecond) // both connect and subscribe
+	g1, _, err := m.client(t, "g1", GateClientID("arena", "g1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g1.Publish(wire.GateTopic("arena", "g1", wire.KindEntries), 1, false, []byte("{}")).WaitTimeout(5 * time.Second)
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no instance got the shared entries: %s", m.log)
+	}
+	select {
+	case s := <-got:
+		t.Fatalf("a shared message reached two instances: %s", s)
+	case <-time.After(300 * time.Millisecond):
+	}
+}

@@ -22,9 +22,12 @@ salt = base64.b64encode(raw).decode()
 h = hashlib.pbkdf2_hmac("sha512", password.encode(), raw, 101)  # the plugin's own scheme
 d["clients"].append({"username": "gatesync", "textName": "gatesync (the centre)", "password": base64.b64encode(h).decode(),
 	"salt": salt, "iterations": 101, "roles": [{"rolename": "gatesync"}]})
-d["roles"].append({"rolename": "gatesync", "acls": [
-	{"acltype": t, "topic": "gated/v1/#", "allow": True}
-	for t in ("publishClientSend", "publishClientReceive", "subscribePattern", "unsubscribePattern")]})
+acls = [{"acltype": t, "topic": "gated/v1/#", "allow": True}
+	for t in ("publishClientSend", "publishClientReceive", "subscribePattern", "unsubscribePattern")]
+# Instances sharing ingest subscribe through $share/GROUP/..., which the
+# plugin checks as written (docs/scaleout.md).
+acls += [{"acltype": t, "topic": "$share/+/gated/v1/#", "allow": True} for t in ("subscribePattern", "unsubscribePattern")]
+d["roles"].append({"rolename": "gatesync", "acls": acls})
 json.dump(d, open(path, "w"), indent="\t")
 PY
 echo "admin $admin"

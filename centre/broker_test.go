@@ -213,3 +213,28 @@ func TestEmbeddedLockAndRemoveGate(t *testing.T) {
 		t.Errorf("locking a removed gate: %v", err)
 	}
 }
+
+// TestEmbeddedOversizePacket: a gate that sends more than the broker's
+// maximum packet size is disconnected, and nothing reaches the centre.
+func TestEmbeddedOversizePacket(t *testing.T) {
+	v := startEmbeddedVenue(t)
+	got := make(chan string, 1)
+	if err := v.e.Subscribe([]string{wire.Prefix + "#"}, func(topic string, _ []byte) { got <- topic }); err != nil {
+		t.Fatal(err)
+	}
+	g1, lost, err := v.client(t, "g1", GateClientID("arena", "g1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g1.Publish(wire.GateTopic("arena", "g1", wire.KindEntries), 1, false, make([]byte, wire.MaxMessage+2048)).WaitTimeout(5 * time.Second)
+	select {
+	case <-lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an oversize packet did not end the connection")
+	}
+	select {
+	case s := <-got:
+		t.Fatalf("the centre got %s", s)
+	case <-time.After(300 * time.Millisecond):
+	}
+}

@@ -157,6 +157,11 @@ func (h *aclHook) authenticate(cl *mqtt.Client, pk packets.Packet) (gateID, bool
 	if ok && id.gate != "" && cl.ID != GateClientID(id.venue, id.gate) {
 		return id, false, "client id is not " + GateClientID(id.venue, id.gate) + ", the only one this gate's login may use"
 	}
+	// mochi publishes a will without an ACL check: a will on any topic but
+	// the gate's own would be a publish around the ACL.
+	if ok && id.gate != "" && pk.Connect.WillFlag && !GateMayWrite(id.venue, id.gate, pk.Connect.WillTopic) {
+		return id, false, "will on topic " + clip(pk.Connect.WillTopic) + ", which this gate may not publish"
+	}
 	return id, ok, why
 }
 

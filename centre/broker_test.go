@@ -238,3 +238,43 @@ func TestEmbeddedOversizePacket(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// TestEmbeddedWillACL: mochi publishes a will without an ACL check, so a
+// gate may only set one on its own topics.
+func TestEmbeddedWillACL(t *testing.T) {
+	v := startEmbeddedVenue(t)
+	got := make(chan string, 4)
+	if err := v.e.Subscribe([]string{wire.Prefix + "#"}, func(topic string, _ []byte) { got <- topic }); err != nil {
+		t.Fatal(err)
+	}
+	dial := func(will string) (paho.Client, error) {
+		o := paho.NewClientOptions().AddBroker("tcp://"+v.e.addr).SetClientID(GateClientID("arena", "g1")).SetUsername("g1").
+			SetPassword(v.pass["g1"]).SetAutoReconnect(false).SetConnectTimeout(5*time.Second).
+			SetBinaryWill(will, forgedWill, 1, false)
+		cl := paho.NewClient(o)
+		tok := cl.Connect()
+		tok.WaitTimeout(5 * time.Second)
+		return cl, tok.Error()
+	}
+	for _, topic := range []string{wire.GateTopic("arena", "g2", wire.KindEntries), wire.VenueTopic("arena", wire.KindLive)} {
+		if cl, err := dial(topic); err == nil {
+			cl.Disconnect(0)
+			t.Errorf("g1 connected with a will on %s", topic)
+		}
+	}
+	own := wire.GateTopic("arena", "g1", wire.KindStatus)
+	if _, err := dial(own); err != nil {
+		t.Fatalf("will on its own status: %v", err)
+	}
+	v.e.Kick("g1") // an unclean end: the will goes out
+	select {
+	case s := <-got:
+		if s != own {
+			t.Fatalf("a will reached %s", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the gate's own will did not arrive")
+	}
+}
+
+var forgedWill = []byte(`{"v":1}`)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -325,5 +326,42 @@ func TestMosquittoSharedIngest(t *testing.T) {
 	case s := <-got:
 		t.Fatalf("a shared message reached two instances: %s", s)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestMosquittoWillACL: a gate's will on another gate's topic never
+// reaches gatesync; one on its own status does (so the test sees wills).
+func TestMosquittoWillACL(t *testing.T) {
+	m := startShippedMosquitto(t, "g1", "g2")
+	_, got := m.centre(t)
+	for _, tc := range []struct {
+		topic string
+		sent  bool
+	}{
+		{wire.GateTopic("arena", "g2", wire.KindEntries), false},
+		{wire.GateTopic("arena", "g1", wire.KindStatus), true},
+	} {
+		var conn net.Conn
+		o := paho.NewClientOptions().AddBroker(m.url).SetClientID(GateClientID("arena", "g1")).SetUsername("g1").
+			SetPassword(m.pass["g1"]).SetAutoReconnect(false).SetConnectTimeout(5*time.Second).SetBinaryWill(tc.topic, []byte(`{"v":1}`), 1, false).
+			SetCustomOpenConnectionFn(func(u *url.URL, _ paho.ClientOptions) (net.Conn, error) {
+				c, err := net.Dial("tcp", u.Host)
+				conn = c
+				return c, err
+			})
+		cl := paho.NewClient(o)
+		if tok := cl.Connect(); tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
+			conn.Close() // an unclean end: the broker sends the will
+		}
+		select {
+		case s := <-got:
+			if !tc.sent || !strings.HasPrefix(s, tc.topic+" ") {
+				t.Fatalf("will on %s: gatesync got %s", tc.topic, s)
+			}
+		case <-time.After(time.Second):
+			if tc.sent {
+				t.Fatalf("will on %s did not arrive", tc.topic)
+			}
+		}
 	}
 }

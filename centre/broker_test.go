@@ -170,6 +170,7 @@ func TestEmbeddedRefusedPublishLogBounded(t *testing.T) {
 			t.Errorf("refused publish line lacks %s: %q", want, line)
 		}
 	}
+	t.Logf("one refused 1 MiB publish: %d bytes of log", len(log))
 	if len(log) > 1024 {
 		t.Errorf("one refused 1 MiB publish wrote %d bytes of log, want < 1 KB:\n%.2000s", len(log), log)
 	}

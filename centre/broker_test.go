@@ -2,6 +2,7 @@ package centre
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gated-dev/gated/sync/wire"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // lockedBuffer is a log sink the broker's goroutines write to.
@@ -279,3 +281,29 @@ func TestEmbeddedWillACL(t *testing.T) {
 }
 
 var forgedWill = []byte(`{"v":1}`)
+
+// TestBoundedLog: whatever mochi logs with a packet in it (a failed
+// delivery, a protocol error) shows the packet's type, topic and size only.
+func TestBoundedLog(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(boundedLog{slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})})
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, TopicName: "gated/v1/arena/g1/entries",
+		Payload: bytes.Repeat([]byte{0xfe}, 1<<20)}
+	for _, tc := range []struct {
+		name string
+		log  func()
+		want string // "" when the line must be dropped
+	}{
+		{"a packet", func() { log.Debug("failed publishing packet", "error", errors.New("x"), "packet", pk) },
+			"packet.type=Publish packet.topic=gated/v1/arena/g1/entries packet.bytes=1048576"},
+		{"refused publish (the hook logged it)", func() { log.Warn("error processing packet", "error", packets.ErrNotAuthorized, "pk", pk) }, ""},
+		{"refused login (the hook logged it)", func() { log.Warn("", "error", packets.ErrBadUsernameOrPassword) }, ""},
+		{"other lines as they are", func() { log.Info("mochi mqtt starting", "version", "2") }, "version=2"},
+	} {
+		buf.Reset()
+		tc.log()
+		if out := buf.String(); (tc.want == "") != (out == "") || !strings.Contains(out, tc.want) || len(out) > 512 {
+			t.Errorf("%s: %.300q (%d bytes), want %q", tc.name, out, len(out), tc.want)
+		}
+	}
+}

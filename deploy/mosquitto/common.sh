@@ -16,5 +16,9 @@ ctrl() {
 }
 
 valid_id() {
-	case "$1" in -*|.*|_*|*[!A-Za-z0-9._-]*|"") echo "$2 \"$1\": 1-64 letters, digits, . _ - (starting with a letter or digit)" >&2; exit 2;; esac
+	case "$1" in -*|.*|_*|*[!A-Za-z0-9._-]*|"") bad=1;; *) bad=0;; esac
+	if [ "$bad" = 1 ] || [ ${#1} -gt 64 ]; then
+		echo "$2 \"$1\": 1-64 letters, digits, . _ - (starting with a letter or digit)" >&2
+		exit 2
+	fi
 }

@@ -38,10 +38,20 @@ func (g *GateState) Live(now time.Time) {
 // gatesNow is Gates with online following the heartbeat.
 func (c *Centre) gatesNow() ([]GateState, error) {
 	gs, err := c.books().Gates()
-	now := c.now()
-	for i := range gs {
-		gs[i].Live(now)
+	if err != nil {
+		return nil, err
 	}
+	now := c.now()
+	err = c.db.View(func(tx *bolt.Tx) error {
+		users := tx.Bucket(bUsers)
+		for i := range gs {
+			gs[i].Live(now)
+			var u gateUser
+			v := users.Get([]byte(gs[i].Gate))
+			gs[i].Locked = v != nil && json.Unmarshal(v, &u) == nil && u.Venue == gs[i].Venue && u.Locked
+		}
+		return nil
+	})
 	return gs, err
 }
 

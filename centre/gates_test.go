@@ -149,6 +149,19 @@ func TestGateAPI(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("the lock through the API left g1 connected")
 	}
+	// The books show the lock while it lasts.
+	for _, locked := range []bool{true, false} {
+		if err := v.c.LockGate("arena", "g1", locked); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.c.NoteGate("arena", "g1", "E"); err != nil {
+			t.Fatal(err)
+		}
+		gs, err := v.c.Gates()
+		if err != nil || len(gs) != 1 || gs[0].Locked != locked {
+			t.Errorf("gates with g1 locked %v: %+v %v", locked, gs, err)
+		}
+	}
 	if _, _, err := v.client(t, "g1", GateClientID("arena", "g1")); err != nil {
 		t.Errorf("g1 after unlock: %v", err)
 	}

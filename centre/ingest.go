@@ -173,6 +173,9 @@ type GateState struct {
 	Conflicts        int       `json:"conflicts"`
 	WhitelistVersion uint64    `json:"whitelist_version"`
 	ClockOffsetMs    int64     `json:"clock_offset_ms"`
+	// Locked: the operator locked the gate's broker login (lock-gate);
+	// filled in when read, from the login.
+	Locked bool `json:"locked,omitempty"`
 }
 
 // GateStatus records a gate's heartbeat or will.

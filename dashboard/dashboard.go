@@ -371,6 +371,9 @@ func (d *Dashboard) alerts(g centre.GateState, key string, now time.Time) []Aler
 	case !g.LastSeen.IsZero() && now.Sub(g.LastSeen) > d.o.SilentAfter:
 		out = append(out, Alert{Level: "warning", Gate: key, Text: "no heartbeat" + since(g.LastSeen, now)})
 	}
+	if g.Locked {
+		out = append(out, Alert{Level: "warning", Gate: key, Text: "login locked by the operator (gatesync unlock-gate lets it in)"})
+	}
 	if g.Backlog > d.o.MaxBacklog {
 		out = append(out, Alert{Level: "warning", Gate: key, Text: fmt.Sprintf("%d entries waiting in the gate's outbox", g.Backlog)})
 	}

@@ -81,12 +81,7 @@ func TestCentreDiskFull(t *testing.T) {
 	d.Register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	// An open page makes the poller read every Every, not every 5 s.
-	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/dashboard/events", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	if r, err := http.DefaultClient.Do(req); err == nil {
-		defer r.Body.Close()
-	}
+	defer watch(ctx, srv.URL, token)()
 
 	seqs := func(from uint64) []uint64 {
 		s := make([]uint64, 500)
@@ -156,4 +151,76 @@ func check(t *testing.T, base, token string, code int, want string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestLockedGateAlert: a gate whose login the operator locked shows as an
+// alert until it is unlocked.
+func TestLockedGateAlert(t *testing.T) {
+	dir := t.TempDir()
+	if err := centre.Init(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	c, err := centre.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.AddGateUser("arena", "g1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.NoteGate("arena", "g1", "E"); err != nil {
+		t.Fatal(err)
+	}
+	d, err := dashboard.New(c, dashboard.Options{Token: "t", Every: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.Run(ctx)
+	mux := http.NewServeMux()
+	d.Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	defer watch(ctx, srv.URL, "t")()
+	locked := func() bool {
+		req, _ := http.NewRequest("GET", srv.URL+"/dashboard/state.json", nil)
+		req.Header.Set("Authorization", "Bearer t")
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		var st dashboard.State
+		json.NewDecoder(r.Body).Decode(&st)
+		for _, a := range st.Alerts {
+			if a.Gate == "arena/g1" && strings.Contains(a.Text, "login locked") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, lock := range []bool{true, false} {
+		if err := c.LockGate("arena", "g1", lock); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); locked() != lock; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("locked %v: the dashboard says %v", lock, !lock)
+			}
+		}
+	}
+}
+
+// watch opens the event stream until the returned function closes it (before
+// the server is closed, which waits for it): an open page makes the poller
+// read every Options.Every instead of every 5 s.
+func watch(ctx context.Context, base, token string) (stop func()) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/dashboard/events", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return func() {}
+	}
+	return func() { r.Body.Close() }
 }

@@ -17,8 +17,11 @@ import (
 // token from DIR/api.token. Issuing and revoking publish the matching
 // whitelist deltas through the sync server (Centre.OnChange).
 //
-//	GET  /healthz
-//	GET  /api/v1/gates
+//	GET  /healthz                            200 "ok", or 503 and why (ingest failing)
+//	GET  /api/v1/gates                       online follows the heartbeat
+//	DELETE /api/v1/gates/{venue}/{gate}      remove a gate and its broker login
+//	POST /api/v1/gates/{venue}/{gate}/lock   refuse its broker login (and disconnect it)
+//	POST /api/v1/gates/{venue}/{gate}/unlock
 //	GET  /api/v1/entries?since=N[&limit=M]   records with n > N, and "next"
 //	GET  /api/v1/conflicts
 //	POST /api/v1/events/{event}/tickets      IssueBody -> IssuedTicket list
@@ -36,8 +39,11 @@ func NewAPI(c *Centre, token string, log *slog.Logger) http.Handler {
 	}
 	a := &API{c: c, token: token, log: log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /api/v1/gates", a.auth(a.gates))
+	mux.HandleFunc("DELETE /api/v1/gates/{venue}/{gate}", a.auth(a.removeGate))
+	mux.HandleFunc("POST /api/v1/gates/{venue}/{gate}/lock", a.auth(a.lockGate(true)))
+	mux.HandleFunc("POST /api/v1/gates/{venue}/{gate}/unlock", a.auth(a.lockGate(false)))
 	mux.HandleFunc("GET /api/v1/entries", a.auth(a.entries))
 	mux.HandleFunc("GET /api/v1/conflicts", a.auth(a.conflicts))
 	mux.HandleFunc("POST /api/v1/events/{event}/tickets", a.auth(a.issue))
@@ -77,6 +83,56 @@ func (a *API) gates(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, gs)
+}
+
+// healthz is unauthenticated, for load balancers and monitors; the reason
+// it gives names no ticket or gate secret.
+func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
+	if err := a.c.Health(); err != nil {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("unhealthy: " + err.Error() + "\n"))
+		return
+	}
+	w.Write([]byte("ok\n"))
+}
+
+// GateChange is the answer to removing, locking or unlocking a gate.
+type GateChange struct {
+	Venue  string `json:"venue"`
+	Gate   string `json:"gate"`
+	Action string `json:"action"` // "removed", "locked" or "unlocked"
+}
+
+func (a *API) gateError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	if errors.Is(err, ErrNoGate) {
+		code = http.StatusNotFound
+	}
+	writeErr(w, code, err)
+}
+
+func (a *API) removeGate(w http.ResponseWriter, r *http.Request) {
+	venue, gate := r.PathValue("venue"), r.PathValue("gate")
+	if err := a.c.RemoveGate(venue, gate); err != nil {
+		a.gateError(w, err)
+		return
+	}
+	a.log.Info("gate removed", "venue", venue, "gate", gate)
+	writeJSON(w, http.StatusOK, GateChange{venue, gate, "removed"})
+}
+
+func (a *API) lockGate(locked bool) http.HandlerFunc {
+	action := map[bool]string{true: "locked", false: "unlocked"}[locked]
+	return func(w http.ResponseWriter, r *http.Request) {
+		venue, gate := r.PathValue("venue"), r.PathValue("gate")
+		if err := a.c.LockGate(venue, gate, locked); err != nil {
+			a.gateError(w, err)
+			return
+		}
+		a.log.Warn("gate login "+action, "venue", venue, "gate", gate)
+		writeJSON(w, http.StatusOK, GateChange{venue, gate, action})
+	}
 }
 
 // EntriesPage is the body of GET /api/v1/entries.

@@ -2,6 +2,7 @@ package centre
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -46,6 +47,7 @@ type EmbeddedOptions struct {
 // a Bus for the sync server through the broker's inline client.
 type Embedded struct {
 	srv  *mqtt.Server
+	hook *aclHook
 	addr string
 	subN atomic.Int32
 }
@@ -64,8 +66,9 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = wire.MaxMessage + 1024
 	caps.MaximumClientWritesPending = 16 * 1024 // a snapshot is a few thousand chunks
-	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: o.Logger})
-	if err := srv.AddHook(&aclHook{auth: o.Auth, certAuth: o.CertAuth, anon: o.AllowAnonymous, ids: map[string]gateID{}}, nil); err != nil {
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(boundedLog{o.Logger.Handler()})})
+	hook := &aclHook{auth: o.Auth, certAuth: o.CertAuth, anon: o.AllowAnonymous, log: o.Logger, ids: map[*mqtt.Client]gateID{}}
+	if err := srv.AddHook(hook, nil); err != nil {
 		return nil, err
 	}
 	l := listeners.NewTCP(listeners.Config{ID: "gates", Address: o.Addr, TLSConfig: o.TLS})
@@ -76,7 +79,7 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		srv.Close()
 		return nil, err
 	}
-	return &Embedded{srv: srv, addr: l.Address()}, nil
+	return &Embedded{srv: srv, hook: hook, addr: l.Address()}, nil
 }
 
 // Close stops the broker.
@@ -107,50 +110,80 @@ type aclHook struct {
 	auth     func(user, pass string) (string, bool)
 	certAuth func(gate string) (string, bool)
 	anon     bool
+	log      *slog.Logger
 
 	mu  sync.Mutex
-	ids map[string]gateID // client id -> the gate it authenticated as
+	ids map[*mqtt.Client]gateID // a connected client -> the gate it authenticated as
 }
 
 type gateID struct{ venue, gate string }
 
+// GateClientID is the one MQTT client id a gate may connect with: its login
+// is bound to it, so no login can take over another client's session (a
+// takeover drops the other's queued messages and subscriptions).
+func GateClientID(venue, gate string) string { return "gated-" + venue + "-" + gate }
+
 func (h *aclHook) ID() string { return "gated-acl" }
 
 func (h *aclHook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnDisconnect || b == mqtt.OnPacketRead
 }
 
 func (h *aclHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	id, ok := h.authenticate(cl, pk)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if ok && id.gate != "" {
-		h.ids[cl.ID] = id
-	} else {
-		delete(h.ids, cl.ID)
+	id, ok, why := h.authenticate(cl, pk)
+	if !ok {
+		// A refused login touches no state: the client id may be another,
+		// connected client's.
+		h.log.Warn("broker login refused", "why", why, "username", clip(string(pk.Connect.Username)), "client", clip(cl.ID),
+			"remote", cl.Net.Remote, "listener", cl.Net.Listener)
+		return false
 	}
-	return ok
+	if id.gate != "" {
+		h.mu.Lock()
+		h.ids[cl] = id
+		h.mu.Unlock()
+	}
+	return true
 }
 
-func (h *aclHook) authenticate(cl *mqtt.Client, pk packets.Packet) (gateID, bool) {
+func (h *aclHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.mu.Lock()
+	delete(h.ids, cl)
+	h.mu.Unlock()
+}
+
+func (h *aclHook) authenticate(cl *mqtt.Client, pk packets.Packet) (gateID, bool, string) {
+	id, ok, why := h.login(cl, pk)
+	if ok && id.gate != "" && cl.ID != GateClientID(id.venue, id.gate) {
+		return id, false, "client id is not " + GateClientID(id.venue, id.gate) + ", the only one this gate's login may use"
+	}
+	// mochi publishes a will without an ACL check: a will on any topic but
+	// the gate's own would be a publish around the ACL.
+	if ok && id.gate != "" && pk.Connect.WillFlag && !GateMayWrite(id.venue, id.gate, pk.Connect.WillTopic) {
+		return id, false, "will on topic " + clip(pk.Connect.WillTopic) + ", which this gate may not publish"
+	}
+	return id, ok, why
+}
+
+func (h *aclHook) login(cl *mqtt.Client, pk packets.Packet) (gateID, bool, string) {
 	if tc, ok := cl.Net.Conn.(*tls.Conn); ok && h.certAuth != nil {
 		// The listener verified the chain (RequireAndVerifyClientCert).
 		if cs := tc.ConnectionState(); len(cs.VerifiedChains) > 0 && len(cs.PeerCertificates) > 0 {
 			gate := cs.PeerCertificates[0].Subject.CommonName
 			if venue, ok := h.certAuth(gate); ok {
-				return gateID{venue, gate}, true
+				return gateID{venue, gate}, true, ""
 			}
 		}
 	}
 	user := string(pk.Connect.Username)
 	if user == "" {
-		return gateID{}, h.anon
+		return gateID{}, h.anon, "no username, and anonymous access is off"
 	}
 	if h.auth == nil {
-		return gateID{}, false
+		return gateID{}, false, "no gate logins on this broker"
 	}
 	venue, ok := h.auth(user, string(pk.Connect.Password))
-	return gateID{venue, user}, ok
+	return gateID{venue, user}, ok, "unknown or locked gate, or wrong password"
 }
 
 // GateMayWrite and GateMayRead are the ACL of a gate, shared by the
@@ -174,17 +207,96 @@ func (h *aclHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
-	h.mu.Lock()
-	id, ok := h.ids[cl.ID]
-	h.mu.Unlock()
+	id, ok := h.gate(cl)
 	if !ok {
 		return h.anon // anonymous clients, when allowed, are unrestricted
 	}
 	if write {
 		return GateMayWrite(id.venue, id.gate, topic)
 	}
-	return GateMayRead(id.venue, id.gate, topic)
+	ok = GateMayRead(id.venue, id.gate, topic)
+	if !ok {
+		h.log.Warn("refused subscription", "username", id.gate, "client", clip(cl.ID), "remote", cl.Net.Remote, "topic", clip(topic))
+	}
+	return ok
 }
+
+func (h *aclHook) gate(cl *mqtt.Client) (gateID, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	id, ok := h.ids[cl]
+	return id, ok
+}
+
+// OnPacketRead logs a publish the ACL is about to refuse, in one bounded
+// line (never the payload: mochi's own line dumped it as decimal bytes, 3 MB
+// for a refused 1 MiB publish; boundedLog drops that line).
+func (h *aclHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || cl.Net.Inline {
+		return pk, nil
+	}
+	if id, ok := h.gate(cl); ok && !GateMayWrite(id.venue, id.gate, pk.TopicName) {
+		h.log.Warn("refused publish", "username", id.gate, "client", clip(cl.ID), "remote", cl.Net.Remote,
+			"topic", clip(pk.TopicName), "bytes", len(pk.Payload))
+	}
+	return pk, nil
+}
+
+// Kick disconnects every client logged in as gate (a locked or removed
+// login), and reports how many there were.
+func (e *Embedded) Kick(gate string) int {
+	e.hook.mu.Lock()
+	var kick []*mqtt.Client
+	for cl, id := range e.hook.ids {
+		if id.gate == gate {
+			kick = append(kick, cl)
+		}
+	}
+	e.hook.mu.Unlock()
+	for _, cl := range kick {
+		e.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+	}
+	return len(kick)
+}
+
+// clip bounds what a client chose (a client id, a topic) before it is
+// logged.
+func clip(s string) string {
+	const max = 128
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
+}
+
+// boundedLog is mochi's logger with every packet attribute reduced to its
+// type, topic and size, and without the lines the ACL hook already logged
+// with who sent them (a refused login or publish).
+type boundedLog struct{ slog.Handler }
+
+func (b boundedLog) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	drop := false
+	r.Attrs(func(a slog.Attr) bool {
+		switch v := a.Value.Any().(type) {
+		case packets.Packet:
+			a = slog.Group(a.Key, "type", packets.PacketNames[v.FixedHeader.Type], "topic", clip(v.TopicName), "bytes", len(v.Payload))
+		case error:
+			drop = drop || errors.Is(v, packets.ErrNotAuthorized) || errors.Is(v, packets.ErrBadUsernameOrPassword)
+		}
+		out.AddAttrs(a)
+		return true
+	})
+	if drop {
+		return nil
+	}
+	return b.Handler.Handle(ctx, out)
+}
+
+func (b boundedLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return boundedLog{b.Handler.WithAttrs(as)}
+}
+func (b boundedLog) WithGroup(g string) slog.Handler { return boundedLog{b.Handler.WithGroup(g)} }
 
 // ExternalOptions configure gatesync's connection to an external broker.
 type ExternalOptions struct {

@@ -56,6 +56,9 @@ type Centre struct {
 
 	onChange atomic.Pointer[func()]
 	ingest   atomic.Pointer[IngestStore] // nil: the books are in db (ingest.go)
+
+	onGateLogin atomic.Pointer[func(venue, gate string)] // gates.go
+	health      atomic.Pointer[ingestFault]              // nil: healthy (gates.go)
 }
 
 // Ticket is the centre's record of an issued ticket.

@@ -98,10 +98,13 @@ func (c *Centre) SetIngestStore(s IngestStore) { c.ingest.Store(&s) }
 func (c *Centre) Ingest(venue string, b *wire.ParsedBatch) (*IngestResult, error) {
 	reentry, err := c.reentryTickets(b)
 	if err != nil {
+		c.noteIngest(err)
 		return nil, err
 	}
-	return c.books().Ingest(IngestBatch{Venue: venue, Batch: b, At: c.now().UTC(),
+	res, err := c.books().Ingest(IngestBatch{Venue: venue, Batch: b, At: c.now().UTC(),
 		Reentry: func(id verify.TicketID) bool { return reentry[id] }})
+	c.noteIngest(err)
+	return res, err
 }
 
 // reentryTickets looks up, before the store's transaction, which tickets
@@ -170,6 +173,9 @@ type GateState struct {
 	Conflicts        int       `json:"conflicts"`
 	WhitelistVersion uint64    `json:"whitelist_version"`
 	ClockOffsetMs    int64     `json:"clock_offset_ms"`
+	// Locked: the operator locked the gate's broker login (lock-gate);
+	// filled in when read, from the login.
+	Locked bool `json:"locked,omitempty"`
 }
 
 // GateStatus records a gate's heartbeat or will.
@@ -198,7 +204,8 @@ func (c *Centre) NoteGate(venue, gate, event string) error {
 }
 
 // Gates returns every gate the centre has heard of.
-func (c *Centre) Gates() ([]GateState, error) { return c.books().Gates() }
+// Online follows the heartbeat (GateState.Live).
+func (c *Centre) Gates() ([]GateState, error) { return c.gatesNow() }
 
 // Venues returns the venues with a gate of the event.
 func (c *Centre) Venues(event string) ([]string, error) {
@@ -222,6 +229,8 @@ type gateUser struct {
 	Gate  string `json:"gate"`
 	Salt  []byte `json:"salt"`
 	Hash  []byte `json:"hash"`
+	// Locked: the broker refuses this login (gatesync lock-gate).
+	Locked bool `json:"locked,omitempty"`
 }
 
 func passHash(salt []byte, pass string) []byte {
@@ -263,7 +272,7 @@ func (c *Centre) CheckGateUser(user, pass string) (venue string, ok bool) {
 		if v == nil || json.Unmarshal(v, &u) != nil {
 			return nil
 		}
-		if subtle.ConstantTimeCompare(passHash(u.Salt, pass), u.Hash) == 1 {
+		if subtle.ConstantTimeCompare(passHash(u.Salt, pass), u.Hash) == 1 && !u.Locked {
 			venue, ok = u.Venue, true
 		}
 		return nil
@@ -276,7 +285,7 @@ func (c *Centre) CheckGateUser(user, pass string) (venue string, ok bool) {
 func (c *Centre) GateVenue(gate string) (venue string, ok bool) {
 	c.db.View(func(tx *bolt.Tx) error {
 		var u gateUser
-		if v := tx.Bucket(bUsers).Get([]byte(gate)); v != nil && json.Unmarshal(v, &u) == nil {
+		if v := tx.Bucket(bUsers).Get([]byte(gate)); v != nil && json.Unmarshal(v, &u) == nil && !u.Locked {
 			venue, ok = u.Venue, true
 		}
 		return nil

@@ -41,6 +41,11 @@ type ServerOptions struct {
 	// IngestOnly serves gate entries only: no status, hello, catch-ups or
 	// delta publishing, which need the primary's centre directory.
 	IngestOnly bool
+	// KnownGate, when set, is the list of gate logins (the embedded
+	// broker's: Centre.GateLogin): a message from any other gate, such as
+	// the retained status of a removed gate, is refused and creates no
+	// gate record.
+	KnownGate func(venue, gate string) bool
 }
 
 // Server is gatesync's sync side: it ingests gate entries, acks them,
@@ -141,6 +146,9 @@ func (s *Server) handle(m message) error {
 	t, err := wire.ParseTopic(m.topic)
 	if err != nil {
 		return err
+	}
+	if s.o.KnownGate != nil && !s.o.KnownGate(t.Venue, t.Gate) {
+		return errors.New("no such gate login (removed or locked?)")
 	}
 	switch t.Kind {
 	case wire.KindEntries:

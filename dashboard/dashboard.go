@@ -45,6 +45,13 @@ type Source interface {
 	Conflicts() ([]centre.Conflict, error)
 }
 
+// Healther is a Source that knows its own health (*centre.Centre does):
+// a failure shows as a critical alert, such as ingest failing on a full
+// disk at the centre.
+type Healther interface {
+	Health() error
+}
+
 // Options tune the dashboard; the zero value of each field is its default.
 type Options struct {
 	// Token is the API bearer token (required).
@@ -231,6 +238,11 @@ func (d *Dashboard) refresh() error {
 		return fmt.Errorf("conflicts: %w", err)
 	}
 	st := d.build(gates, conflicts)
+	if h, ok := d.src.(Healther); ok {
+		if err := h.Health(); err != nil {
+			st.Alerts = append([]Alert{{Level: "critical", Text: "centre: " + err.Error()}}, st.Alerts...)
+		}
+	}
 	body, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -358,6 +370,9 @@ func (d *Dashboard) alerts(g centre.GateState, key string, now time.Time) []Aler
 		out = append(out, Alert{Level: "critical", Gate: key, Text: "offline" + since(g.LastSeen, now)})
 	case !g.LastSeen.IsZero() && now.Sub(g.LastSeen) > d.o.SilentAfter:
 		out = append(out, Alert{Level: "warning", Gate: key, Text: "no heartbeat" + since(g.LastSeen, now)})
+	}
+	if g.Locked {
+		out = append(out, Alert{Level: "warning", Gate: key, Text: "login locked by the operator (gatesync unlock-gate lets it in)"})
 	}
 	if g.Backlog > d.o.MaxBacklog {
 		out = append(out, Alert{Level: "warning", Gate: key, Text: fmt.Sprintf("%d entries waiting in the gate's outbox", g.Backlog)})

@@ -3,6 +3,7 @@ package verify
 import (
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,36 @@ func flip(code string, i int) string {
 	return string(b)
 }
 
+// tamper applies fn to the bytes a code carries (after its prefix) and
+// encodes them again: a change to exactly the bytes named, where flip can
+// only hit whatever bytes a Base45 character spans.
+func tamper(t testing.TB, code string, fn func(b []byte)) string {
+	b, err := Base45Decode(code[3:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn(b)
+	return code[:3] + Base45Encode(b)
+}
+
+// deviceSigOf and codeTimeOf locate the phone's part of a full rotating
+// code: the credential, then the code time (4 bytes), then the device
+// signature (64).
+func deviceSigOf(b []byte) []byte { return b[len(b)-ed25519.SignatureSize:] }
+func codeTimeOf(b []byte) []byte {
+	return b[len(b)-ed25519.SignatureSize-4 : len(b)-ed25519.SignatureSize]
+}
+
+// rotatingByOther is a full rotating code for a genuine credential bound to
+// f.device, signed by another phone's key: what a copied credential without
+// the phone gives an attacker.
+func (f *fixture) rotatingByOther(t testing.TB, c *Credential, at time.Time) string {
+	code := f.rotating(t, c, at, false)
+	return tamper(t, code, func(b []byte) {
+		copy(deviceSigOf(b), ed25519.Sign(f.other, RotatingMessage(c.Event, c.Ticket, c.Serial, uint32(at.Unix()))))
+	})
+}
+
 func TestCheckAndDecide(t *testing.T) {
 	f := newFixture()
 	good := f.static(t, f.cred(nil), f.issuer)
@@ -107,7 +138,13 @@ func TestCheckAndDecide(t *testing.T) {
 		{name: "rotating wider window", code: f.rotating(t, f.cred(nil), f.now.Add(-50*time.Second), false), policy: Policy{MaxCodeAge: time.Minute}, want: ReasonOK},
 		{name: "rotating replayed", code: f.rotating(t, f.cred(nil), f.now.Add(-5*time.Second), false), facts: Facts{LastCode: f.now.Add(-5 * time.Second)}, want: ReasonReplayedCode},
 		{name: "rotating older than last", code: f.rotating(t, f.cred(nil), f.now.Add(-10*time.Second), false), facts: Facts{LastCode: f.now.Add(-5 * time.Second)}, want: ReasonReplayedCode},
-		{name: "rotating device sig tampered", code: flip(f.rotating(t, f.cred(nil), f.now, false), 3+150), want: ReasonBadSignature},
+		{name: "rotating device sig tampered", code: tamper(t, f.rotating(t, f.cred(nil), f.now, false), func(b []byte) { deviceSigOf(b)[10] ^= 1 }), want: ReasonBadSignature},
+		{name: "rotating signed by another phone", code: f.rotatingByOther(t, f.cred(nil), f.now), want: ReasonBadSignature},
+		{name: "rotating time moved", code: tamper(t, f.rotating(t, f.cred(nil), f.now.Add(-5*time.Second), false), func(b []byte) { codeTimeOf(b)[3] += 2 }), want: ReasonBadSignature},
+		{name: "rotating issuer sig tampered", code: tamper(t, f.rotating(t, f.cred(nil), f.now, false), func(b []byte) {
+			b[len(b)-ed25519.SignatureSize-4-1] ^= 1 // the credential's last byte: its issuer signature
+		}), want: ReasonBadSignature},
+		{name: "short device sig tampered", code: tamper(t, f.rotating(t, f.cred(nil), f.now, true), func(b []byte) { deviceSigOf(b)[0] ^= 1 }), want: ReasonBadSignature},
 		{name: "static code of a phone-bound ticket", code: f.static(t, f.cred(func(c *Credential) {
 			c.Flags |= FlagDeviceKey
 			c.DeviceKey = f.device.Public().(ed25519.PublicKey)
@@ -157,16 +194,54 @@ func TestShortCodeNeedsWhitelist(t *testing.T) {
 func TestKeyScopeAndWindow(t *testing.T) {
 	f := newFixture()
 	code := f.static(t, f.cred(nil), f.issuer)
-	tok, _ := Parse([]byte(code))
-	k := &f.trust.Keys[0]
-	k.Events = []string{"other"}
-	if r := NewVerifier(Policy{Event: "expo"}, f.trust).Check(tok, f.now, nil); r.Reason != ReasonWrongEvent {
-		t.Fatalf("key scoped to another event: %s", r.Reason)
+	tok, err := Parse([]byte(code))
+	if err != nil {
+		t.Fatal(err)
 	}
-	k.Events = nil
-	k.NotAfter = f.now.Add(-time.Hour)
-	if r := NewVerifier(Policy{Event: "expo"}, f.trust).Check(tok, f.now, nil); r.Reason != ReasonUnknownKey {
-		t.Fatalf("retired key: %s", r.Reason)
+	for _, tc := range []struct {
+		name string
+		key  func(k *IssuerKey)
+		want Reason
+	}{
+		{"in its window", func(k *IssuerKey) { k.NotBefore, k.NotAfter = f.now.Add(-time.Hour), f.now.Add(time.Hour) }, ""},
+		{"scoped to another event", func(k *IssuerKey) { k.Events = []string{"other"} }, ReasonWrongEvent},
+		{"scoped to this event", func(k *IssuerKey) { k.Events = []string{"other", "expo"} }, ""},
+		{"retired", func(k *IssuerKey) { k.NotAfter = f.now.Add(-time.Hour) }, ReasonUnknownKey},
+		{"not yet valid", func(k *IssuerKey) { k.NotBefore = f.now.Add(time.Hour) }, ReasonUnknownKey},
+		{"valid from this instant", func(k *IssuerKey) { k.NotBefore = f.now }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := f.trust.Keys[0]
+			tc.key(&k)
+			r := NewVerifier(Policy{Event: "expo"}, &TrustList{Keys: []IssuerKey{k}}).Check(tok, f.now, nil)
+			if r.Reason != tc.want {
+				t.Fatalf("%s (%s), want %q", r.Reason, r.Detail, tc.want)
+			}
+		})
+	}
+}
+
+// TestEnvelopeTypeIsSigned: a document signed as one type does not open as
+// another, even when its payload would parse as both.
+func TestEnvelopeTypeIsSigned(t *testing.T) {
+	root := ed25519.NewKeyFromSeed(make([]byte, 32))
+	pub := root.Public().(ed25519.PublicKey)
+	env, err := Seal(TypeBundle, map[string]any{"version": 7}, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b Bundle
+	if err := env.Open(TypeBundle, pub, &b); err != nil || b.Version != 7 {
+		t.Fatalf("genuine: %v %+v", err, b)
+	}
+	relabelled := *env
+	relabelled.Type = TypeTrustList
+	var tl TrustList
+	if err := relabelled.Open(TypeTrustList, pub, &tl); !errors.Is(err, ErrEnvelope) {
+		t.Fatalf("a bundle relabelled as a trust list opened: %v %+v", err, tl)
+	}
+	if err := env.Open(TypeTrustList, pub, &tl); !errors.Is(err, ErrEnvelope) {
+		t.Fatalf("a bundle opened as a trust list: %v", err)
 	}
 }
 
@@ -190,25 +265,68 @@ func TestRollover(t *testing.T) {
 	}
 }
 
+// FuzzParse: no input panics, and nothing but a code signed here is ever
+// admitted. Every admitted input must carry exactly the bytes of one of the
+// genuine codes (case folded, as scanners change case); the seeds include
+// each kind of forgery, so a missing signature check fails here at once.
 func FuzzParse(f *testing.F) {
 	fx := newFixture()
-	f.Add([]byte(fx.static(f, fx.cred(nil), fx.issuer)))
-	f.Add([]byte(fx.rotating(f, fx.cred(nil), fx.now, false)))
-	f.Add([]byte(fx.rotating(f, fx.cred(nil), fx.now, true)))
-	f.Add([]byte("G1:"))
-	f.Add([]byte("\x00\xff"))
+	genuine := map[string]bool{}
+	for _, code := range []string{
+		fx.static(f, fx.cred(nil), fx.issuer),
+		fx.static(f, fx.cred(func(c *Credential) { c.Zone = "VIP"; c.Flags = FlagReentry }), fx.issuer),
+		fx.rotating(f, fx.cred(nil), fx.now, false),
+		fx.rotating(f, fx.cred(nil), fx.now.Add(-10*time.Second), false),
+		fx.rotating(f, fx.cred(nil), fx.now, true),
+	} {
+		genuine[carried(code)] = true
+		f.Add([]byte(code))
+	}
+	rot := fx.rotating(f, fx.cred(nil), fx.now, false)
+	for _, forged := range []string{
+		fx.static(f, fx.cred(nil), fx.other),
+		fx.static(f, fx.cred(func(c *Credential) { c.KeyID = 9 }), fx.other),
+		flip(fx.static(f, fx.cred(nil), fx.issuer), 3+36+1),
+		fx.rotatingByOther(f, fx.cred(nil), fx.now),
+		tamper(f, rot, func(b []byte) { deviceSigOf(b)[5] ^= 0x80 }),
+		tamper(f, rot, func(b []byte) { codeTimeOf(b)[3]-- }),
+		tamper(f, rot, func(b []byte) { b[len(b)-ed25519.SignatureSize-5] ^= 1 }),
+		tamper(f, fx.rotating(f, fx.cred(nil), fx.now, true), func(b []byte) { deviceSigOf(b)[63] ^= 1 }),
+		"G1:",
+		"\x00\xff",
+	} {
+		f.Add([]byte(forged))
+	}
 	v := NewVerifier(Policy{Event: "expo"}, fx.trust)
+	e := &TicketEntry{ID: TicketID{1, 2, 3}, Serial: 1, Flags: FlagDeviceKey, DeviceKey: fx.device.Public().(ed25519.PublicKey),
+		NotBefore: fx.now.Add(-time.Hour), NotAfter: fx.now.Add(time.Hour)}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tok, err := Parse(b)
 		if err != nil {
 			return
 		}
-		// Whatever parses must go through the checks without panicking.
-		e := &TicketEntry{Serial: 1, DeviceKey: fx.device.Public().(ed25519.PublicKey)}
-		if r := v.Check(tok, fx.now, e); r.Reason == "" {
-			v.Decide(tok, Facts{})
+		r := v.Check(tok, fx.now, e)
+		if r.Reason == "" {
+			r = v.Decide(tok, Facts{})
+		}
+		if r.Reason.Admits() && !genuine[carried(string(b))] {
+			t.Fatalf("admitted %q (%s), which no key here signed", b, r.Reason)
 		}
 	})
+}
+
+// carried is what a code carries: its prefix and decoded bytes, the way
+// Parse reads them (case folded, line end trimmed).
+func carried(code string) string {
+	s := strings.ToUpper(strings.TrimRight(code, "\r\n"))
+	if len(s) < 3 {
+		return ""
+	}
+	b, err := Base45Decode(s[3:])
+	if err != nil {
+		return ""
+	}
+	return s[:3] + string(b)
 }
 
 func FuzzOpenBundle(f *testing.F) {

@@ -28,6 +28,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("RenamedGate", func(t *testing.T) { testRenamedGate(t, open(t, 1)[0]) })
 	t.Run("Records", func(t *testing.T) { testRecords(t, open(t, 1)[0]) })
 	t.Run("GateState", func(t *testing.T) { testGateState(t, open(t, 1)[0]) })
+	t.Run("RemoveGate", func(t *testing.T) { testRemoveGate(t, open(t, 1)[0]) })
 	t.Run("GapFilledLate", func(t *testing.T) { testGapFilledLate(t, open(t, 1)[0]) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open(t, 4)) })
 }
@@ -214,6 +215,30 @@ func testGateState(t *testing.T, s centre.IngestStore) {
 	if g.Event != "E" || !g.Online || g.Entries != 3 || g.Conflicts != 2 || g.StoredTo != 3 || g.Instance != "i1" ||
 		g.ClockOffsetMs != -12 || !g.LastSeen.Equal(at) {
 		t.Errorf("gate state: %+v", g)
+	}
+}
+
+// testRemoveGate: a removed gate leaves Gates, its entries stay, and the
+// other gates are untouched.
+func testRemoveGate(t *testing.T, s centre.IngestStore) {
+	r, ok := s.(centre.GateRemover)
+	if !ok {
+		t.Skip("store cannot remove gates")
+	}
+	for _, g := range []string{"g1", "g2"} {
+		if _, err := s.Ingest(in(Batch(t, g, "i-"+g, ticket(0), "deny", "revoked", 1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.RemoveGate("v", "g1"); err != nil {
+		t.Fatal(err)
+	}
+	gs, err := s.Gates()
+	if err != nil || len(gs) != 1 || gs[0].Gate != "g2" {
+		t.Fatalf("gates after removing g1: %+v, %v", gs, err)
+	}
+	if rs, err := s.Entries(0, 10); err != nil || len(rs) != 2 {
+		t.Errorf("entries after removing g1: %d, %v", len(rs), err)
 	}
 }
 

@@ -424,6 +424,18 @@ func updateGate(ctx context.Context, tx pgx.Tx, venue, gate string, fn func(*cen
 	return err
 }
 
+// RemoveGate implements centre.GateRemover.
+func (s *Store) RemoveGate(venue, gate string) error {
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `DELETE FROM gates WHERE venue = $1 AND gate = $2`, venue, gate)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres remove gate: %w", err)
+	}
+	return nil
+}
+
 // Gates implements centre.IngestStore.
 func (s *Store) Gates() ([]centre.GateState, error) {
 	out := []centre.GateState{}

@@ -286,8 +286,13 @@ func TestRotatingCodes(t *testing.T) {
 	s.issue("--event", "expo", "--count", "1", "--rotating")
 	s.provision("expo")
 	ids := rotatingIDs(t, s)
+	// One base time for every code: --at has whole seconds, so codes taken
+	// from the clock at each call moved a second apart when a second
+	// boundary fell between two calls ("the same code again" became newer:
+	// reentry instead of replayed_code).
+	base := time.Now().UTC().Truncate(time.Second)
 	present := func(id string, offset time.Duration, short bool) string {
-		args := []string{"present", "--dir", s.centre, "--ticket", id, "--at", time.Now().Add(offset).UTC().Format(time.RFC3339)}
+		args := []string{"present", "--dir", s.centre, "--ticket", id, "--at", base.Add(offset).Format(time.RFC3339)}
 		if short {
 			args = append(args, "--short")
 		}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/sync/mqtttest"
 	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
@@ -383,13 +384,27 @@ func forgedBatch(gate string) []byte {
 
 func publish(t testing.TB, port int, user, pass, topic string, payload []byte) {
 	t.Helper()
-	if out, err := tryPublish(port, user, pass, topic, payload); err != nil {
-		t.Fatalf("mosquitto_pub as %s on %s: %v %s", user, topic, err, out)
+	// The gate's own daemon, logged in with the same client id, may take
+	// its session back before mosquitto_pub has published: try again.
+	var out []byte
+	var err error
+	for range 20 {
+		if out, err = tryPublish(port, user, pass, topic, payload); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
+	t.Fatalf("mosquitto_pub as %s on %s: %v %s", user, topic, err, out)
 }
 
+// tryPublish publishes as user; a gate's login may only use its own client
+// id (centre.GateClientID), so a gate user publishes as that.
 func tryPublish(port int, user, pass, topic string, payload []byte) ([]byte, error) {
-	return exec.Command("mosquitto_pub", "-p", fmt.Sprint(port), "-u", user, "-P", pass, "-i", "test-"+user,
+	id := "test-" + user
+	if user != "gatesync" {
+		id = centre.GateClientID(testVenue, user)
+	}
+	return exec.Command("mosquitto_pub", "-p", fmt.Sprint(port), "-u", user, "-P", pass, "-i", id,
 		"-q", "1", "-t", topic, "-m", string(payload)).CombinedOutput()
 }
 

@@ -31,10 +31,12 @@ commands:
   serve       --dir DIR [--broker embedded|tcp://HOST:PORT] [--listen 127.0.0.1:8080]
                                                 sync with gates over MQTT and serve the HTTP API
   add-gate    --dir DIR --venue V --gate G      create a gate's credentials for the embedded broker
+  remove-gate --dir DIR --venue V --gate G      remove a gate and its broker login
+  lock-gate   --dir DIR --venue V --gate G      refuse a gate's broker login (and disconnect it); unlock-gate undoes it
   move-books  --dir DIR --to postgres://USER@HOST/DB [--sales FILE]
                                                 move the books from bbolt to PostgreSQL, once, with serve stopped
 
-issue and revoke take --server URL to ask a running serve instead of opening --dir.
+issue, revoke, remove-gate, lock-gate and unlock-gate take --server URL to ask a running serve instead of opening --dir.
 
 Run gatesync COMMAND --help for a command's flags.
 `
@@ -53,6 +55,7 @@ func run(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 		"init": cmdInit, "issue": cmdIssue, "revoke": cmdRevoke, "reissue": cmdReissue,
 		"rotate-key": cmdRotateKey, "export": cmdExport, "present": cmdPresent,
 		"serve": cmdServe, "add-gate": cmdAddGate, "move-books": cmdMoveBooks,
+		"remove-gate": cmdRemoveGate, "lock-gate": cmdLockGate, "unlock-gate": cmdUnlockGate,
 	}
 	f, ok := cmds[args[0]]
 	if !ok {

@@ -27,6 +27,7 @@ import (
 	"github.com/gated-dev/gated/internal/cli"
 	"github.com/gated-dev/gated/sales"
 	"github.com/gated-dev/gated/sdnotify"
+	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/ticketpage"
 	"github.com/gated-dev/gated/verify"
 )
@@ -85,6 +86,8 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 	}
 
 	var bus centre.Bus
+	var known func(venue, gate string) bool // embedded: only its gate logins are booked
+	var kick func(gate string) int
 	if *broker == "embedded" {
 		var tc *tls.Config
 		if *cert != "" {
@@ -99,6 +102,10 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 		}
 		defer e.Close()
 		bus = e
+		kick = e.Kick
+		if !*anon { // anonymous gates (development) have no login to check
+			known = c.GateLogin
+		}
 		log.Info("embedded broker listening", "addr", *mqttListen, "tls", tc != nil, "anonymous", *anon)
 	} else {
 		if !strings.Contains(*broker, "://") {
@@ -116,7 +123,18 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 		bus = x
 		log.Info("using external broker", "broker", *broker)
 	}
-	srv := centre.NewServer(c, bus, centre.ServerOptions{Logger: log.With("component", "sync"), ShareGroup: *share, IngestOnly: *ingestOnly})
+	srv := centre.NewServer(c, bus, centre.ServerOptions{Logger: log.With("component", "sync"), ShareGroup: *share, IngestOnly: *ingestOnly,
+		KnownGate: known})
+	// A locked or removed gate: off the embedded broker at once, and its
+	// retained status cleared so it is not booked again from it.
+	c.OnGateLogin(func(venue, gate string) {
+		if kick != nil && kick(gate) > 0 {
+			log.Warn("gate disconnected: its login was locked or removed", "venue", venue, "gate", gate)
+		}
+		if err := bus.Publish(wire.GateTopic(venue, gate, wire.KindStatus), nil, true); err != nil {
+			log.Warn("clear the gate's retained status", "venue", venue, "gate", gate, "err", err)
+		}
+	})
 	if (*httpsCert == "") != (*httpsKey == "") {
 		return cli.Usagef("--https-cert and --https-key go together")
 	}
@@ -301,11 +319,15 @@ func newClient(server, token, dir string) (*client, error) {
 }
 
 func (c *client) post(path string, body, out any) error {
+	return c.call(http.MethodPost, path, body, out)
+}
+
+func (c *client) call(method, path string, body, out any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequest(http.MethodPost, c.base+path, bytes.NewReader(b))
+	req, err := http.NewRequest(method, c.base+path, bytes.NewReader(b))
 	if err != nil {
 		return cli.Usagef("--server: %v", err)
 	}

@@ -119,6 +119,9 @@ func (s *Server) Run(ctx context.Context) error {
 		} else if n > 0 {
 			s.log.Info("re-entry tickets shared with the other instances", "tickets", n)
 		}
+		if err := s.c.ShareTrust(); err != nil {
+			s.log.Error("share the trust list with the other instances", "err", err)
+		}
 		wg.Go(func() { s.publisher(ctx) })
 		wg.Go(func() { s.catchups(ctx) })
 	}

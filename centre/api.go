@@ -40,6 +40,7 @@ func NewAPI(c *Centre, token string, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /api/v1/gates", a.auth(a.gates))
 	mux.HandleFunc("GET /api/v1/entries", a.auth(a.entries))
 	mux.HandleFunc("GET /api/v1/conflicts", a.auth(a.conflicts))
+	mux.HandleFunc("GET /api/v1/alerts", a.auth(a.alerts))
 	mux.HandleFunc("POST /api/v1/events/{event}/tickets", a.auth(a.issue))
 	mux.HandleFunc("POST /api/v1/tickets/{id}/revoke", a.auth(a.revoke))
 	return mux
@@ -121,6 +122,15 @@ func (a *API) conflicts(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, cs)
+}
+
+func (a *API) alerts(w http.ResponseWriter, _ *http.Request) {
+	as, err := a.c.Alerts()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, as)
 }
 
 // IssueBody is the body of POST /api/v1/events/{event}/tickets.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,6 +42,13 @@ type ServerOptions struct {
 	// IngestOnly serves gate entries only: no status, hello, catch-ups or
 	// delta publishing, which need the primary's centre directory.
 	IngestOnly bool
+	// UsesPage is how many uses one catch-up page carries (default 1000,
+	// at most wire.MaxPageUses).
+	UsesPage int
+	// UsesPages is how many pages one catch-up sends before it stops and
+	// lets the gate ask for more (default 16): a gate far behind is caught
+	// up in rounds, so neither side holds the whole log in memory.
+	UsesPages int
 }
 
 // Server is gatesync's sync side: it ingests gate entries, acks them,
@@ -67,6 +75,7 @@ type message struct {
 type catchup struct {
 	venue, gate, event string
 	have               uint64
+	uses               *uint64 // the gate's uses cursor; nil: a gate that predates the uses log
 }
 
 // NewServer returns a server for c on bus.
@@ -79,6 +88,13 @@ func NewServer(c *Centre, bus Bus, o ServerOptions) *Server {
 	}
 	if o.CatchupEvery <= 0 {
 		o.CatchupEvery = 30 * time.Second
+	}
+	if o.UsesPage <= 0 {
+		o.UsesPage = 1000
+	}
+	o.UsesPage = min(o.UsesPage, wire.MaxPageUses)
+	if o.UsesPages <= 0 {
+		o.UsesPages = 16
 	}
 	return &Server{c: c, bus: bus, o: o, log: o.Logger, inbox: make(chan message, 256),
 		kick: make(chan struct{}, 1), catch: make(chan catchup, 64), last: map[string]time.Time{}}
@@ -163,7 +179,7 @@ func (s *Server) handle(m message) error {
 		}
 		if st.Online && st.Event != "" {
 			if v, err := s.c.EventVersion(st.Event); err == nil && v > st.WhitelistVersion && s.due("status", t.Venue, t.Gate, s.o.CatchupEvery) {
-				s.queueCatchup(catchup{t.Venue, t.Gate, st.Event, st.WhitelistVersion})
+				s.queueCatchup(catchup{venue: t.Venue, gate: t.Gate, event: st.Event, have: st.WhitelistVersion})
 			}
 		}
 		return nil
@@ -176,7 +192,7 @@ func (s *Server) handle(m message) error {
 			s.log.Error("store gate", "err", err)
 		}
 		if s.due("hello", t.Venue, t.Gate, 500*time.Millisecond) {
-			s.queueCatchup(catchup{t.Venue, t.Gate, h.Event, h.Version})
+			s.queueCatchup(catchup{venue: t.Venue, gate: t.Gate, event: h.Event, have: h.Version, uses: h.Uses})
 		}
 		return nil
 	}
@@ -228,33 +244,51 @@ func (s *Server) ingest(venue string, b *wire.ParsedBatch) error {
 		s.log.Warn("conflict: ticket admitted twice", "ticket", cf.Ticket, "kind", cf.Kind,
 			"first_gate", cf.First.Gate, "second_gate", cf.Second.Gate)
 	}
-	if len(res.Admitted) == 0 {
-		return nil
+	for _, a := range res.Alerts {
+		s.log.Warn("alert: gate claim not believed", "kind", a.Kind, "venue", a.Venue, "gate", a.Gate,
+			"entry", a.EntryID, "ticket", a.Ticket, "detail", a.Detail)
 	}
-	byEvent := map[string][]wire.LiveUse{}
-	for i, a := range res.Admitted {
-		ev := eventOf(b, res.Seqs[i])
-		byEvent[ev] = append(byEvent[ev], wire.LiveUse{Ticket: res.Tickets[i], Gate: a.Gate, At: a.At, Seq: res.Seqs[i], EntryID: a.EntryID})
-	}
-	for ev, uses := range byEvent {
-		live, err := s.sign(wire.TypeLive, &wire.Live{Venue: venue, Event: ev, Uses: uses})
-		if err != nil {
-			return err
-		}
-		if err := s.bus.Publish(wire.VenueTopic(venue, wire.KindLive), live, false); err != nil {
-			s.log.Warn("live fan-out not published", "err", err)
-		}
-	}
+	s.fanOut(venue, res.Logged)
 	return nil
 }
 
-func eventOf(b *wire.ParsedBatch, seq uint64) string {
-	for _, e := range b.Parsed {
-		if e.Seq == seq {
-			return e.Event
+// fanOut publishes newly logged uses to every venue with a gate of their
+// event, numbered as in the log: a gate that sees a number it did not
+// expect asks for the missing ones, so a lost message costs a catch-up,
+// never a second admission.
+func (s *Server) fanOut(venue string, logged []EventUse) {
+	byEvent := map[string][]wire.LoggedUse{}
+	var events []string
+	for _, lu := range logged {
+		if byEvent[lu.Event] == nil {
+			events = append(events, lu.Event)
+		}
+		byEvent[lu.Event] = append(byEvent[lu.Event], lu.LoggedUse)
+	}
+	for _, ev := range events {
+		uses := byEvent[ev]
+		venues, err := s.c.Venues(ev)
+		if err != nil {
+			s.log.Error("read gates", "err", err)
+		}
+		if !slices.Contains(venues, venue) {
+			venues = append(venues, venue)
+		}
+		for i := 0; i < len(uses); i += wire.MaxPageUses {
+			page := uses[i:min(i+wire.MaxPageUses, len(uses))]
+			last := page[len(page)-1].N
+			for _, v := range venues {
+				msg, err := s.sign(wire.TypeUses, &wire.Uses{Venue: v, Event: ev, From: page[0].N, To: last, Head: last, Uses: page})
+				if err != nil {
+					s.log.Error("sign uses", "err", err)
+					return
+				}
+				if err := s.bus.Publish(wire.VenueTopic(v, wire.KindLive), msg, false); err != nil {
+					s.log.Warn("live fan-out not published: gates catch up from the uses log", "venue", v, "err", err)
+				}
+			}
 		}
 	}
-	return ""
 }
 
 // publisher publishes logged deltas to every venue with a gate of their
@@ -338,6 +372,52 @@ func (s *Server) catchups(ctx context.Context) {
 }
 
 func (s *Server) catchup(c catchup) error {
+	if err := s.catchupDeltas(c); err != nil {
+		return err
+	}
+	// After the whitelist, on the same topic: a gate that applied the last
+	// page has every change and use as of its hello.
+	return s.catchupUses(c)
+}
+
+// catchupUses sends a gate the uses logged after its cursor, in at most
+// UsesPages pages; the last says More when the log goes on, and an empty
+// page answers a gate that is up to date, so a starting gate knows.
+func (s *Server) catchupUses(c catchup) error {
+	if c.uses == nil {
+		return nil
+	}
+	topic := wire.GateTopic(c.venue, c.gate, wire.KindSync)
+	after := *c.uses
+	for p := 0; ; p++ {
+		uses, head, err := s.c.Uses(c.event, after, s.o.UsesPage)
+		if err != nil {
+			return err
+		}
+		page := wire.Uses{Venue: c.venue, Gate: c.gate, Event: c.event, From: after + 1, To: after, Head: head, Uses: uses}
+		if len(uses) > 0 {
+			page.To = uses[len(uses)-1].N
+		}
+		last := p+1 == s.o.UsesPages || len(uses) < s.o.UsesPage || page.To >= head
+		page.More = last && page.To < head
+		msg, err := s.sign(wire.TypeUses, &page)
+		if err != nil {
+			return err
+		}
+		if err := s.bus.Publish(topic, msg, false); err != nil {
+			return err
+		}
+		after = page.To
+		if last {
+			if after > *c.uses {
+				s.log.Info("uses caught up", "venue", c.venue, "gate", c.gate, "from", *c.uses, "to", after, "head", head)
+			}
+			return nil
+		}
+	}
+}
+
+func (s *Server) catchupDeltas(c catchup) error {
 	evVer, err := s.c.EventVersion(c.event)
 	if err != nil || c.have >= evVer {
 		return err

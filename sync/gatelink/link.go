@@ -47,6 +47,8 @@ type Store interface {
 	ApplyChange(c *cache.Change) (*verify.TrustList, error)
 	ApplySnapshot(s *cache.Snapshot) (*verify.TrustList, error)
 	MarkUsedBatch(ids []verify.TicketID, uses []verify.Use) (int, error)
+	UsesCursor() (uint64, error)
+	ApplyUses(from, to uint64, ids []verify.TicketID, uses []verify.Use) (int, uint64, error)
 }
 
 // Options configure a Link. Broker, Venue and Gate are required; the zero
@@ -131,6 +133,11 @@ type Link struct {
 	inbox  chan message
 	done   chan struct{} // closed when Run stops: nothing reads the channels above any more
 
+	caughtUp     chan struct{} // closed when the first catch-up after Run is complete
+	caughtUpOnce sync.Once
+	unreachable  chan struct{} // closed when a connection attempt failed before any succeeded
+	unreachOnce  sync.Once
+
 	connected atomic.Bool
 	offsetMs  atomic.Int64
 	lastSync  atomic.Int64 // unix nanoseconds of the last verified message from the centre
@@ -164,7 +171,8 @@ func New(store Store, o Options) (*Link, error) {
 	}
 	l := &Link{o: o, store: store, log: o.Logger, root: st.Root, event: st.Event, inst: st.Instance,
 		nudge: make(chan struct{}, 1), conn: make(chan bool, 8), acks: make(chan *wire.Ack, 64),
-		hello: make(chan string, 1), inbox: make(chan message, 256), done: make(chan struct{})}
+		hello: make(chan string, 1), inbox: make(chan message, 256), done: make(chan struct{}), caughtUp: make(chan struct{}),
+		unreachable: make(chan struct{})}
 	return l, nil
 }
 
@@ -179,6 +187,28 @@ func (l *Link) count(f func(*Stats)) {
 	l.mu.Lock()
 	f(&l.stats)
 	l.mu.Unlock()
+}
+
+// CaughtUp is closed once the centre answered this link's first hello in
+// full: the whitelist changes and every use logged elsewhere as of the
+// hello are in the store. A gate starting up waits for it, briefly
+// (gated's catchup_wait), before it decides.
+func (l *Link) CaughtUp() <-chan struct{} { return l.caughtUp }
+
+// WaitCatchup waits up to d for CaughtUp, and returns at once when the
+// broker could not be reached (a gate offline decides on what it holds)
+// or ctx ends. It reports whether the catch-up completed.
+func (l *Link) WaitCatchup(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.caughtUp:
+		return true
+	case <-l.unreachable:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // Connected reports whether the broker connection is up.
@@ -239,6 +269,14 @@ func (l *Link) Run(ctx context.Context) error {
 		SetBinaryWill(l.topic(wire.KindStatus), l.status(false), 1, true).
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { l.receive(ctx, m) }).
 		SetOnConnectHandler(func(c mqtt.Client) { l.onConnect(c) }).
+		SetConnectionNotificationHandler(func(_ mqtt.Client, n mqtt.ConnectionNotification) {
+			switch n.(type) {
+			case mqtt.ConnectionNotificationBrokerFailed, mqtt.ConnectionNotificationFailed:
+				if !l.connected.Load() {
+					l.unreachOnce.Do(func() { close(l.unreachable) })
+				}
+			}
+		}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			l.log.Warn("broker connection lost", "err", err)
 			l.connected.Store(false)
@@ -333,8 +371,13 @@ func (l *Link) uplink(ctx context.Context) {
 			l.log.Error("read store", "err", err)
 			return
 		}
+		cur, err := l.store.UsesCursor()
+		if err != nil {
+			l.log.Error("read store", "err", err)
+			return
+		}
 		b, _ := json.Marshal(wire.Hello{V: wire.Version, Gate: l.o.Gate, Instance: l.inst, Event: l.event,
-			Version: st.Version, Reason: reason})
+			Version: st.Version, Reason: reason, Uses: &cur})
 		if publish(wire.KindHello, false, b) {
 			lastHello, pending = l.o.Now(), ""
 			l.log.Debug("hello sent", "reason", reason, "version", st.Version)
@@ -510,6 +553,13 @@ func (l *Link) handle(m message, snap **snapshot) error {
 		}
 		return l.applyDelta(d)
 	case wire.KindLive:
+		if wire.PeekType(m.payload) == wire.TypeUses {
+			u, err := wire.OpenUses(m.payload, l.root, l.o.Venue, l.o.Gate)
+			if err != nil {
+				return err
+			}
+			return l.applyUses(u)
+		}
 		lv, err := wire.OpenLive(m.payload, l.root, l.o.Venue)
 		if err != nil {
 			return err
@@ -520,6 +570,15 @@ func (l *Link) handle(m message, snap **snapshot) error {
 			return l.chunk(m.payload, snap)
 		}
 		switch wire.PeekType(m.payload) {
+		case wire.TypeUses:
+			u, err := wire.OpenUses(m.payload, l.root, l.o.Venue, l.o.Gate)
+			if err != nil {
+				return err
+			}
+			if u.Gate == "" {
+				return errors.New("venue-wide uses on a gate's sync topic")
+			}
+			return l.applyUses(u)
 		case wire.TypeDelta:
 			d, err := wire.OpenDelta(m.payload, l.root)
 			if err != nil {
@@ -591,6 +650,39 @@ func (l *Link) applyLive(lv *wire.Live) error {
 	}
 	l.count(func(s *Stats) { s.LiveUses += n })
 	l.log.Debug("admissions at other gates stored", "new", n, "uses", len(ids))
+	return nil
+}
+
+// applyUses stores a run of the event's uses log and advances the cursor
+// over it in one transaction. A run that starts past the cursor means a
+// fan-out was missed (a broker that dropped it, a gate away): the gate
+// asks for the log from its cursor. A catch-up page that says More asks
+// for the next round; one that does not completes the catch-up.
+func (l *Link) applyUses(u *wire.Uses) error {
+	if u.Event != l.event {
+		return nil // another event's gates share the venue
+	}
+	ids := make([]verify.TicketID, len(u.Uses))
+	uses := make([]verify.Use, len(u.Uses))
+	for i, x := range u.Uses {
+		// Our own admissions too: a re-provisioned store lacks its earlier ones.
+		ids[i], uses[i] = x.Ticket, verify.Use{Seq: x.Seq, At: x.At, Gate: x.Gate}
+	}
+	n, cursor, err := l.store.ApplyUses(u.From, u.To, ids, uses)
+	if err != nil {
+		return fmt.Errorf("store uses from other gates: %w", err)
+	}
+	l.count(func(s *Stats) { s.LiveUses += n })
+	l.log.Debug("logged uses stored", "from", u.From, "to", u.To, "new", n, "cursor", cursor)
+	switch {
+	case u.From > cursor+1:
+		l.log.Info("missed admissions at other gates: asking for the uses log", "cursor", cursor, "from", u.From)
+		l.requestResync("uses")
+	case u.More:
+		l.requestResync("uses")
+	case u.Gate != "" && cursor >= u.Head:
+		l.caughtUpOnce.Do(func() { close(l.caughtUp) })
+	}
 	return nil
 }
 

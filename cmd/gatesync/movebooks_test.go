@@ -84,7 +84,7 @@ func newMoveCentre(t *testing.T) *moveCentre {
 		ingesttest.Batch(t, "g1", "i1", b, "deny", "revoked", 2, 3),
 		ingesttest.WithCode(ingesttest.Batch(t, "g2", "i2", m.reentry, "admit", "ok", 2), codes[m.reentry]),
 		ingesttest.WithCode(ingesttest.Batch(t, "g1", "i1", m.reentry, "admit", "ok", 4), codes[m.reentry]), // re-entry: no conflict
-		ingesttest.Batch(t, "g1", "i1", b, "deny", "revoked", 6),     // a gap at 5
+		ingesttest.Batch(t, "g1", "i1", b, "deny", "revoked", 6),                                            // a gap at 5
 	}
 	var n, dup, cf int
 	for _, bt := range m.batches {

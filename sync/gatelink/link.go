@@ -533,6 +533,7 @@ func (l *Link) applyUses(u *wire.Uses) error {
 	case u.More:
 		l.requestResync("uses")
 	case u.Gate != "" && cursor >= u.Head:
+		l.log.Info("uses log caught up", "cursor", cursor)
 		l.caughtUpOnce.Do(func() { close(l.caughtUp) })
 	}
 	return nil

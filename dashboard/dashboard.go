@@ -45,6 +45,13 @@ type Source interface {
 	Conflicts() ([]centre.Conflict, error)
 }
 
+// AlertSource is a Source that also books alerts against gates (claims
+// the centre did not believe, sanity checks); *centre.Centre is one. The
+// dashboard shows those of the last hour.
+type AlertSource interface {
+	Alerts() ([]centre.Alert, error)
+}
+
 // Options tune the dashboard; the zero value of each field is its default.
 type Options struct {
 	// Token is the API bearer token (required).
@@ -231,6 +238,13 @@ func (d *Dashboard) refresh() error {
 		return fmt.Errorf("conflicts: %w", err)
 	}
 	st := d.build(gates, conflicts)
+	if as, ok := d.src.(AlertSource); ok {
+		booked, err := as.Alerts()
+		if err != nil {
+			return fmt.Errorf("alerts: %w", err)
+		}
+		st.Alerts = append(st.Alerts, bookedAlerts(booked, st.Now)...)
+	}
 	body, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -364,6 +378,25 @@ func (d *Dashboard) alerts(g centre.GateState, key string, now time.Time) []Aler
 	}
 	if off := time.Duration(g.ClockOffsetMs) * time.Millisecond; off > d.o.MaxClockOffset || -off > d.o.MaxClockOffset {
 		out = append(out, Alert{Level: "warning", Gate: key, Text: fmt.Sprintf("clock %s off the centre's: rotating codes may be refused", off.Abs().Round(100*time.Millisecond))})
+	}
+	return out
+}
+
+// bookedAlerts are the centre's alerts of the last hour, newest first, at
+// most 50: an admission that did not verify is critical, the rest warnings.
+func bookedAlerts(as []centre.Alert, now time.Time) []Alert {
+	var out []Alert
+	for i := len(as) - 1; i >= 0 && len(out) < 50 && now.Sub(as[i].At) < time.Hour; i-- {
+		a := as[i]
+		level := "warning"
+		if a.Kind == centre.AlertUnproven || a.Kind == centre.AlertOtherEvent {
+			level = "critical"
+		}
+		text := a.Kind + ": " + a.Detail
+		if a.Ticket != "" {
+			text = fmt.Sprintf("%s (ticket %s, entry %s)", text, a.Ticket, a.EntryID)
+		}
+		out = append(out, Alert{Level: level, Gate: a.Venue + "/" + a.Gate, Text: text})
 	}
 	return out
 }

@@ -16,7 +16,7 @@ func TestBookedAlerts(t *testing.T) {
 	var stranger verify.TicketID // no ticket the centre issued: no code, no proof
 	stranger[0] = 0xee
 	s.ingest(t, "g7", 1, stranger, "admit")
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(2 * idleEvery) // no page open: the books are read every idleEvery
 	for {
 		var st State
 		r := s.get(t, "/dashboard/state.json", "Authorization", "Bearer "+token)

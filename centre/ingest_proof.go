@@ -3,6 +3,7 @@ package centre
 import (
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -20,46 +21,76 @@ import (
 // judge (its clock, its policy) and is not checked again here.
 
 // checkProofs returns the admissions of b whose code does not verify, by
-// seq, each with its alert.
+// seq, each with its alert. Signatures are checked on every core: an
+// Ed25519 verification costs about as much as storing the entry.
 func (c *Centre) checkProofs(b *wire.ParsedBatch) (map[uint64]Alert, error) {
-	var bad map[uint64]Alert
-	var trust *verify.TrustList
-	verifiers := map[string]*verify.Verifier{}
-	err := c.db.View(func(tx *bolt.Tx) error {
-		for _, e := range b.Parsed {
-			if e.Verdict != cache.Admit {
-				continue
+	var admits []wire.Entry
+	for _, e := range b.Parsed {
+		if e.Verdict == cache.Admit {
+			admits = append(admits, e)
+		}
+	}
+	if len(admits) == 0 {
+		return nil, nil
+	}
+	// With books shared by several instances, the primary's trust list is
+	// in them (an instance beside the primary has no issuer keys of its
+	// own); else central.db has the keys.
+	trust, err := c.sharedTrust()
+	if err != nil {
+		return nil, fmt.Errorf("shared trust list: %w", err)
+	}
+	short := map[verify.TicketID]*Ticket{} // the tickets of short rotating codes: their device keys
+	err = c.db.View(func(tx *bolt.Tx) error {
+		if trust == nil {
+			var err error
+			if trust, err = issuerKeys(tx); err != nil {
+				return err
 			}
-			if trust == nil {
-				// With books shared by several instances, the primary's
-				// trust list is in them (an instance beside the primary has
-				// no issuer keys of its own); else central.db has the keys.
-				var err error
-				if trust, err = c.sharedTrust(); err != nil {
-					return fmt.Errorf("shared trust list: %w", err)
+		}
+		for _, e := range admits {
+			if tok, err := verify.Parse([]byte(e.Code)); err == nil && tok.Kind == verify.KindRotatingShort {
+				if t, err := getTicket(tx, tok.Credential.Ticket); err == nil {
+					short[t.ID] = t
 				}
-				if trust == nil {
-					if trust, err = issuerKeys(tx); err != nil {
-						return err
-					}
-				}
-			}
-			v := verifiers[e.Event]
-			if v == nil {
-				// The gate's window is not ours to judge: wide enough for any code.
-				v = verify.NewVerifier(verify.Policy{Event: e.Event, MaxCodeAge: 1 << 62, MaxCodeSkew: 1 << 62}, trust)
-				verifiers[e.Event] = v
-			}
-			if kind, why := proveAdmission(tx, v, trust, e); kind != "" {
-				if bad == nil {
-					bad = map[uint64]Alert{}
-				}
-				bad[e.Seq] = Alert{Kind: kind, Ticket: e.Ticket, Detail: why}
 			}
 		}
 		return nil
 	})
-	return bad, err
+	if err != nil {
+		return nil, err
+	}
+	verifiers := map[string]*verify.Verifier{}
+	for _, e := range admits {
+		if verifiers[e.Event] == nil {
+			// The gate's window is not ours to judge: wide enough for any code.
+			verifiers[e.Event] = verify.NewVerifier(verify.Policy{Event: e.Event, MaxCodeAge: 1 << 62, MaxCodeSkew: 1 << 62}, trust)
+		}
+	}
+	alerts := make([]Alert, len(admits))
+	var wg sync.WaitGroup
+	workers := min(runtime.GOMAXPROCS(0), (len(admits)+15)/16)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(admits); i += workers {
+				e := admits[i]
+				if kind, why := proveAdmission(verifiers[e.Event], trust, short, e); kind != "" {
+					alerts[i] = Alert{Kind: kind, Ticket: e.Ticket, Detail: why}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var bad map[uint64]Alert
+	for i, a := range alerts {
+		if a.Kind != "" {
+			if bad == nil {
+				bad = map[uint64]Alert{}
+			}
+			bad[admits[i].Seq] = a
+		}
+	}
+	return bad, nil
 }
 
 // issuerKeys is the trust list the centre signs, unsealed.
@@ -78,7 +109,7 @@ func issuerKeys(tx *bolt.Tx) (*verify.TrustList, error) {
 
 // proveAdmission checks e's code; it returns the alert kind and why when
 // the code does not prove the admission.
-func proveAdmission(tx *bolt.Tx, v *verify.Verifier, trust *verify.TrustList, e wire.Entry) (kind, why string) {
+func proveAdmission(v *verify.Verifier, trust *verify.TrustList, short map[verify.TicketID]*Ticket, e wire.Entry) (kind, why string) {
 	if e.Code == "" {
 		return AlertUnproven, "admission without the scanned code"
 	}
@@ -92,8 +123,8 @@ func proveAdmission(tx *bolt.Tx, v *verify.Verifier, trust *verify.TrustList, e 
 	var entry *verify.TicketEntry
 	if tok.Kind == verify.KindRotatingShort {
 		// The short code names the ticket; its device key is in the books.
-		t, err := getTicket(tx, tok.Credential.Ticket)
-		if err != nil {
+		t := short[tok.Credential.Ticket]
+		if t == nil {
 			return AlertUnproven, "short rotating code of a ticket this centre did not issue"
 		}
 		entry = &verify.TicketEntry{ID: t.ID, Serial: t.Serial, Flags: t.Flags, NotBefore: t.NotBefore,

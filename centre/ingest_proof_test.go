@@ -133,3 +133,36 @@ func TestSanityAlerts(t *testing.T) {
 		t.Errorf("after a new instance at g1: %v; want one new_instance alert", k)
 	}
 }
+
+// BenchmarkIngestAdmissions: batches of 500 first admissions with their
+// codes, whose signatures the centre checks, against the same batches of
+// denials, which need no proof (go test -bench IngestAdmissions ./centre).
+func BenchmarkIngestAdmissions(b *testing.B) {
+	c, _ := newCentre(b)
+	const per = 500
+	ts, err := c.Issue(IssueRequest{Event: "E", Count: per * 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, verdict := range []string{"deny", "admit"} {
+		b.Run(verdict, func(b *testing.B) {
+			n := 0
+			for b.Loop() {
+				var seqs []uint64
+				for q := range per {
+					seqs = append(seqs, uint64(q+1))
+				}
+				bt := batchCode(b, "g1", fmt.Sprintf("%s%d", verdict, n), ts[0].ID, "", verdict, seqs...)
+				for i := range bt.Parsed {
+					tk := &ts[(n*per+i)%len(ts)]
+					bt.Parsed[i].Ticket, bt.Parsed[i].Code = tk.ID.String(), tk.Code()
+				}
+				if _, err := c.Ingest("v", bt); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n*per), "ns/entry")
+		})
+	}
+}

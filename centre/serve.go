@@ -178,8 +178,17 @@ func (s *Server) handle(m message) error {
 			return nil
 		}
 		if st.Online && st.Event != "" {
-			if v, err := s.c.EventVersion(st.Event); err == nil && v > st.WhitelistVersion && s.due("status", t.Venue, t.Gate, s.o.CatchupEvery) {
-				s.queueCatchup(catchup{venue: t.Venue, gate: t.Gate, event: st.Event, have: st.WhitelistVersion})
+			behind := false
+			if v, err := s.c.EventVersion(st.Event); err == nil && v > st.WhitelistVersion {
+				behind = true
+			}
+			if st.Uses != nil {
+				if _, head, err := s.c.Uses(st.Event, *st.Uses, 0); err == nil && head > *st.Uses {
+					behind = true
+				}
+			}
+			if behind && s.due("status", t.Venue, t.Gate, s.o.CatchupEvery) {
+				s.queueCatchup(catchup{venue: t.Venue, gate: t.Gate, event: st.Event, have: st.WhitelistVersion, uses: st.Uses})
 			}
 		}
 		return nil

@@ -250,6 +250,9 @@ func (l *Link) status(online bool) []byte {
 		if st, err := l.store.SyncState(); err == nil {
 			s.Outbox, s.LastSeq, s.WhitelistVersion = st.Outbox, st.LastSeq, st.Version
 		}
+		if cur, err := l.store.UsesCursor(); err == nil {
+			s.Uses = &cur
+		}
 	}
 	b, _ := json.Marshal(s)
 	return b

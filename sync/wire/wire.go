@@ -225,6 +225,10 @@ type Status struct {
 	LastSeq          uint64    `json:"last_seq,omitempty"`
 	WhitelistVersion uint64    `json:"whitelist_version,omitempty"`
 	ClockOffsetMs    int64     `json:"clock_offset_ms"`
+	// Uses is the gate's uses cursor (nil: a gate before the uses log):
+	// a gate behind the log's head gets a catch-up unasked, so a fan-out
+	// the broker lost in a quiet spell is made up within a heartbeat or so.
+	Uses *uint64 `json:"uses,omitempty"`
 }
 
 // ParseStatus decodes a Status from gate's status topic.

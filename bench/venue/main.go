@@ -253,7 +253,7 @@ func main() {
 	var lag []time.Duration
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/api/v1/entries?since=0&limit=1000000", httpPort), nil)
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/api/v1/entries?since=0&limit=100000", httpPort), nil)
 		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 		r, err := http.DefaultClient.Do(req)
 		check(err)

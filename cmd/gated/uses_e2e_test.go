@@ -227,3 +227,24 @@ func tail(s string, n int) string {
 	ls := strings.Split(s, "\n")
 	return strings.Join(ls[max(0, len(ls)-n):], "\n")
 }
+
+// TestCatchupWaitUnreachable: a gate whose broker cannot be reached does
+// not wait catchup_wait for a catch-up that cannot come: it decides at
+// once, on what it holds.
+func TestCatchupWaitUnreachable(t *testing.T) {
+	v := newVenue(t, 1, "g1")
+	dead := fmt.Sprintf("tcp://127.0.0.1:%d", mqtttest.FreePort(t)) // nothing listens there
+	start := time.Now()
+	g1 := v.startGate("g1", dead, "--catchup-wait", "30s")
+	g1.scan(v.codes[0])
+	r := g1.waitDecisions(1, 10*time.Second)[0]
+	if r.Verdict != "admit" {
+		t.Fatalf("offline gate: %+v", r)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the first decision took %s", took)
+	}
+	if !strings.Contains(g1.err.String(), "deciding without the centre's catch-up") {
+		t.Errorf("no word of deciding without the catch-up:\n%s", g1.err)
+	}
+}

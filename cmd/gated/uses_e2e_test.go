@@ -104,10 +104,9 @@ func TestUsesAfterCentreRestart(t *testing.T) {
 	}
 }
 
-// awayCount is how many admissions happen while a gate is away: 10,000,
-// above the embedded broker's session queue of 8,192, and a minute's test
-// on a 2-core box (20,000 took 92 s); GATED_TEST_AWAY overrides, -short
-// uses 2,000.
+// awayCount is how many admissions happen while a gate is away: 20,000,
+// above the embedded broker's session queue of 8,192 (about 40 s on a
+// loaded 2-core box); GATED_TEST_AWAY overrides, -short uses 2,000.
 func awayCount(t *testing.T) int {
 	if s := os.Getenv("GATED_TEST_AWAY"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -119,10 +118,10 @@ func awayCount(t *testing.T) int {
 	if testing.Short() {
 		return 2000
 	}
-	return 10000
+	return 20000
 }
 
-// TestUsesGateAwayLong: g2 is away while g1 admits 10,000 tickets on the
+// TestUsesGateAwayLong: g2 is away while g1 admits 20,000 tickets on the
 // embedded broker, more than its session queue keeps; g2 comes back,
 // catches up in pages and refuses every one.
 func TestUsesGateAwayLong(t *testing.T) {
@@ -136,13 +135,13 @@ func TestUsesGateAwayLong(t *testing.T) {
 	})
 	g2.stop()
 	g1.scan(v.codes...)
-	waitFor(t, 60*time.Second, fmt.Sprintf("g1 decides %d scans", n), func() bool {
+	waitSlowly(t, 60*time.Second, fmt.Sprintf("g1 decides %d scans", n), func() bool {
 		return strings.Count(g1.out.String(), "\n") >= n
 	})
 	if a, _ := readmissions(g1.decisions()); a != n {
 		t.Fatalf("g1 admitted %d of %d", a, n)
 	}
-	waitFor(t, 60*time.Second, "the centre books g1's admissions", func() bool { return v.gateEntries("g1") == n })
+	waitSlowly(t, 60*time.Second, "the centre books g1's admissions", func() bool { return v.gateEntries("g1") == n })
 	g2 = v.startGate("g2", "")
 	defer func() {
 		if t.Failed() {
@@ -151,11 +150,11 @@ func TestUsesGateAwayLong(t *testing.T) {
 	}()
 	// It decides on its own after catchup_wait (2 s); a backlog this large
 	// takes longer: scan once the uses log is caught up.
-	waitFor(t, 60*time.Second, "g2 catches up", func() bool {
+	waitSlowly(t, 60*time.Second, "g2 catches up", func() bool {
 		return strings.Contains(g2.err.String(), "uses log caught up")
 	})
 	g2.scan(v.codes...)
-	waitFor(t, 60*time.Second, fmt.Sprintf("g2 decides %d scans", n), func() bool {
+	waitSlowly(t, 60*time.Second, fmt.Sprintf("g2 decides %d scans", n), func() bool {
 		return strings.Count(g2.out.String(), "\n") >= n
 	})
 	rs := g2.decisions()
@@ -247,4 +246,17 @@ func TestCatchupWaitUnreachable(t *testing.T) {
 	if !strings.Contains(g1.err.String(), "deciding without the centre's catch-up") {
 		t.Errorf("no word of deciding without the catch-up:\n%s", g1.err)
 	}
+}
+
+// waitSlowly is waitFor for conditions that copy megabytes of output: it
+// looks every quarter second, not every 20 ms.
+func waitSlowly(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	waitFor(t, timeout, what, func() bool {
+		if cond() {
+			return true
+		}
+		time.Sleep(250 * time.Millisecond)
+		return false
+	})
 }

@@ -168,8 +168,10 @@ func (c *Centre) Ingest(venue string, b *wire.ParsedBatch) (*IngestResult, error
 	return res, nil
 }
 
-// Alerts returns every alert, by N.
-func (c *Centre) Alerts() ([]Alert, error) { return c.books().Alerts() }
+// Alerts returns up to limit alerts with N above since, by N.
+func (c *Centre) Alerts(since uint64, limit int) ([]Alert, error) {
+	return c.books().Alerts(since, limit)
+}
 
 // Uses returns up to limit uses of event's uses log numbered above after,
 // and the log's head.

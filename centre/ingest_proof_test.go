@@ -81,7 +81,7 @@ func TestIngestProof(t *testing.T) {
 	if err != nil || len(us) != 4 {
 		t.Errorf("uses log holds %d uses (%v); want the 4 proven", len(us), err)
 	}
-	as, _ := c.Alerts()
+	as, _ := c.Alerts(0, 100)
 	if len(as) < 7 {
 		t.Errorf("%d alerts booked; want 7", len(as))
 	}
@@ -97,7 +97,7 @@ func TestSanityAlerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	kinds := func() map[string]int {
-		as, err := c.Alerts()
+		as, err := c.Alerts(0, 100)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -48,8 +48,8 @@ type IngestStore interface {
 	Uses(event string, after uint64, limit int) ([]wire.LoggedUse, uint64, error)
 	// AddAlerts books alerts, numbering them.
 	AddAlerts(as []Alert) error
-	// Alerts returns every alert, by N.
-	Alerts() ([]Alert, error)
+	// Alerts returns up to limit alerts with N above since, by N.
+	Alerts(since uint64, limit int) ([]Alert, error)
 }
 
 // IngestBatch is a parsed batch from a gate with what the store needs
@@ -267,17 +267,18 @@ func (s *BoltIngest) AddAlerts(as []Alert) error {
 }
 
 // Alerts implements IngestStore.
-func (s *BoltIngest) Alerts() ([]Alert, error) {
+func (s *BoltIngest) Alerts(since uint64, limit int) ([]Alert, error) {
 	out := []Alert{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bAlerts).ForEach(func(_, v []byte) error {
+		cur := tx.Bucket(bAlerts).Cursor()
+		for k, v := cur.Seek(binary.BigEndian.AppendUint64(nil, since+1)); k != nil && len(out) < limit; k, v = cur.Next() {
 			var a Alert
 			if err := json.Unmarshal(v, &a); err != nil {
 				return err
 			}
 			out = append(out, a)
-			return nil
-		})
+		}
+		return nil
 	})
 	return out, err
 }

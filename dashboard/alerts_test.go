@@ -29,7 +29,7 @@ func TestBookedAlerts(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			booked, err := s.c.Alerts()
+			booked, err := s.c.Alerts(0, 100)
 			t.Fatalf("no unproven alert for g7: %+v (booked %+v, %v)", st.Alerts, booked, err)
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -49,7 +49,7 @@ type Source interface {
 // the centre did not believe, sanity checks); *centre.Centre is one. The
 // dashboard shows those of the last hour.
 type AlertSource interface {
-	Alerts() ([]centre.Alert, error)
+	Alerts(since uint64, limit int) ([]centre.Alert, error)
 }
 
 // Options tune the dashboard; the zero value of each field is its default.
@@ -97,6 +97,9 @@ type Dashboard struct {
 	last    map[string]*Decision
 	sentAt  time.Time
 	sent    []byte
+	// alertCursor is the last booked alert read; recent the newest read.
+	alertCursor uint64
+	recent      []centre.Alert
 }
 
 type count struct{ admitted, denied int }
@@ -239,11 +242,23 @@ func (d *Dashboard) refresh() error {
 	}
 	st := d.build(gates, conflicts)
 	if as, ok := d.src.(AlertSource); ok {
-		booked, err := as.Alerts()
-		if err != nil {
-			return fmt.Errorf("alerts: %w", err)
+		// Page on from the last one read: a gate flooding forged claims
+		// costs one read of what is new, and the page keeps the newest.
+		for {
+			booked, err := as.Alerts(d.alertCursor, page)
+			if err != nil {
+				return fmt.Errorf("alerts: %w", err)
+			}
+			for _, a := range booked {
+				d.alertCursor = a.N
+			}
+			d.recent = append(d.recent, booked...)
+			d.recent = d.recent[max(0, len(d.recent)-maxAlerts):]
+			if len(booked) < page {
+				break
+			}
 		}
-		st.Alerts = append(st.Alerts, bookedAlerts(booked, st.Now)...)
+		st.Alerts = append(st.Alerts, bookedAlerts(d.recent, st.Now)...)
 	}
 	body, err := json.Marshal(st)
 	if err != nil {
@@ -382,11 +397,15 @@ func (d *Dashboard) alerts(g centre.GateState, key string, now time.Time) []Aler
 	return out
 }
 
+// maxAlerts bounds the booked alerts the page shows.
+const maxAlerts = 50
+
 // bookedAlerts are the centre's alerts of the last hour, newest first, at
-// most 50: an admission that did not verify is critical, the rest warnings.
+// most maxAlerts: an admission that did not verify is critical, the rest
+// warnings.
 func bookedAlerts(as []centre.Alert, now time.Time) []Alert {
 	var out []Alert
-	for i := len(as) - 1; i >= 0 && len(out) < 50 && now.Sub(as[i].At) < time.Hour; i-- {
+	for i := len(as) - 1; i >= 0 && len(out) < maxAlerts && now.Sub(as[i].At) < time.Hour; i-- {
 		a := as[i]
 		level := "warning"
 		if a.Kind == centre.AlertUnproven || a.Kind == centre.AlertOtherEvent {

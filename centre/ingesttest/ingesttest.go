@@ -480,7 +480,7 @@ func testUnproven(t *testing.T, s centre.IngestStore) {
 	if err != nil || len(us) != 1 || us[0].EntryID != "i1-2" {
 		t.Errorf("uses log: %+v, %v; want only i1-2", us, err)
 	}
-	as, err := s.Alerts()
+	as, err := s.Alerts(0, 10)
 	if err != nil || len(as) != 1 {
 		t.Fatalf("alerts: %+v, %v; want one", as, err)
 	}
@@ -494,7 +494,13 @@ func testUnproven(t *testing.T, s centre.IngestStore) {
 	if err := s.AddAlerts([]centre.Alert{{Venue: "v", Gate: "g2", Kind: centre.AlertRate, At: at}}); err != nil {
 		t.Fatal(err)
 	}
-	if as, _ := s.Alerts(); len(as) != 2 || as[1].Kind != centre.AlertRate || as[1].N <= as[0].N {
+	if as, _ := s.Alerts(0, 10); len(as) != 2 || as[1].Kind != centre.AlertRate || as[1].N <= as[0].N {
 		t.Errorf("after AddAlerts: %+v", as)
+	}
+	if as, err := s.Alerts(as[0].N, 10); err != nil || len(as) != 1 || as[0].Kind != centre.AlertRate {
+		t.Errorf("alerts after the first: %+v, %v; want the rate alert", as, err)
+	}
+	if as, err := s.Alerts(0, 1); err != nil || len(as) != 1 || as[0].Kind != centre.AlertUnproven {
+		t.Errorf("one alert: %+v, %v; want the first", as, err)
 	}
 }

@@ -556,11 +556,11 @@ func (s *Store) AddAlerts(as []centre.Alert) error {
 }
 
 // Alerts implements centre.IngestStore.
-func (s *Store) Alerts() ([]centre.Alert, error) {
+func (s *Store) Alerts(since uint64, limit int) ([]centre.Alert, error) {
 	out := []centre.Alert{}
 	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
 		out = out[:0]
-		rows, _ := tx.Query(ctx, `SELECT n, doc::text FROM alerts ORDER BY n`)
+		rows, _ := tx.Query(ctx, `SELECT n, doc::text FROM alerts WHERE n > $1 ORDER BY n LIMIT $2`, int64(since), limit)
 		var n int64
 		var doc string
 		_, err := pgx.ForEachRow(rows, []any{&n, &doc}, func() error {

@@ -196,12 +196,15 @@ func TestUsesForgedAdmissions(t *testing.T) {
 	publish(t, v.mqtt, "g1", v.pass["g1"], wire.GateTopic(testVenue, "g1", wire.KindEntries),
 		jsonOf(wire.Batch{V: wire.Version, Gate: "g1", Instance: "f00d", First: 1, Last: 4, SentAt: now, Entries: entries}))
 	waitFor(t, 10*time.Second, "the centre books the forged claims", func() bool { return v.gateEntries("g1") == 4 })
-	var alerts []struct {
-		Gate, Kind, Ticket string
+	var page struct {
+		Alerts []struct {
+			Gate, Kind, Ticket string
+		}
 	}
-	if err := v.get("/api/v1/alerts", &alerts); err != nil {
+	if err := v.get("/api/v1/alerts", &page); err != nil {
 		t.Fatal(err)
 	}
+	alerts := page.Alerts
 	if len(alerts) != 4 {
 		t.Errorf("alerts: %+v; want 4 against g1 (tickets %v)\n%s", alerts, ids, v.serve.err)
 	}

@@ -103,7 +103,7 @@ func main() {
 	centre := filepath.Join(dir, "centre")
 	run("gatesync", "init", "--dir", centre)
 	perGate := int(*rate*dur.Seconds()) + 10
-	codes := strings.Fields(run("gatesync", "issue", "--dir", centre, "--event", "E", "--count", fmt.Sprint(perGate*(*gates))))
+	codes := strings.Split(strings.TrimSpace(run("gatesync", "issue", "--dir", centre, "--event", "E", "--count", fmt.Sprint(perGate*(*gates)))), "\n") // base45 has spaces: a code a line
 	run("gatesync", "export", "--dir", centre, "--event", "E", "--out", filepath.Join(dir, "b.json"))
 	httpPort, mqttPort := freePort(), freePort()
 	serve := exec.Command(filepath.Join(bin, "gatesync"), "serve", "--dir", centre, "--listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
@@ -289,5 +289,5 @@ func main() {
 		100*cpus[len(cpus)/2].Seconds()/el.Seconds(), 100*cpus[len(cpus)-1].Seconds()/el.Seconds(), 100*scpu.Seconds()/el.Seconds())
 	fmt.Printf("ingest lag (decision to the centre's books): p50 %s, p99 %s, %d of %d entries booked\n",
 		pct(lag, .5).Round(time.Millisecond), pct(lag, .99).Round(time.Millisecond), len(lag), decided)
-	fmt.Printf("readmissions at a second gate: %d of %d\n", readmitted, crossed)
+	fmt.Printf("readmissions at a second gate: %d of %d; %d admissions in all\n", readmitted, crossed, len(admittedAt))
 }

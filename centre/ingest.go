@@ -143,14 +143,36 @@ func (c *Centre) SetIngestStore(s IngestStore) { c.ingest.Store(&s) }
 // admission whose scanned code does not verify is booked as an entry and
 // an alert, never as a use.
 func (c *Centre) Ingest(venue string, b *wire.ParsedBatch) (*IngestResult, error) {
-	reentry, err := c.reentryTickets(b)
+	p, err := c.Prove(b)
 	if err != nil {
 		return nil, err
 	}
+	return c.IngestProven(venue, b, p)
+}
+
+// Proof is what the centre found checking the codes of a batch's
+// admissions (Prove), for IngestProven.
+type Proof struct {
+	unproven map[uint64]Alert
+}
+
+// Prove checks the codes of b's admissions. It needs no lock on the
+// books, so the sync server proves the next batch while it stores one.
+func (c *Centre) Prove(b *wire.ParsedBatch) (*Proof, error) {
 	unproven, err := c.checkProofs(b)
 	if err != nil {
 		return nil, err
 	}
+	return &Proof{unproven: unproven}, nil
+}
+
+// IngestProven is Ingest of a batch Prove checked.
+func (c *Centre) IngestProven(venue string, b *wire.ParsedBatch, p *Proof) (*IngestResult, error) {
+	reentry, err := c.reentryTickets(b)
+	if err != nil {
+		return nil, err
+	}
+	unproven := p.unproven
 	at := c.now().UTC()
 	res, err := c.books().Ingest(IngestBatch{Venue: venue, Batch: b, At: at,
 		Reentry: func(id verify.TicketID) bool { return reentry[id] }, Unproven: unproven})

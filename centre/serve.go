@@ -141,17 +141,70 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Go(func() { s.publisher(ctx) })
 		wg.Go(func() { s.catchups(ctx) })
 	}
+	// Codes are checked a batch ahead (prepare), on every core, while the
+	// last batch is being stored: the signature checks cost about what
+	// the storing does, and overlap it instead of adding to it.
+	ready := make(chan staged, 2)
+	wg.Go(func() { s.prepare(ctx, ready) })
 	for {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
 			return nil
-		case m := <-s.inbox:
-			if err := s.handle(m); err != nil {
-				s.log.Warn("refused uplink message", "topic", m.topic, "bytes", len(m.payload), "err", err)
+		case st := <-ready:
+			if err := s.handleStaged(st); err != nil {
+				s.log.Warn("refused uplink message", "topic", st.m.topic, "bytes", len(st.m.payload), "err", err)
 			}
 		}
 	}
+}
+
+// staged is an uplink message, parsed and proven when it is a batch.
+type staged struct {
+	m     message
+	topic wire.Topic
+	batch *wire.ParsedBatch
+	proof *Proof
+	err   error
+	at    time.Time // when it arrived: an ack's received_at
+}
+
+// prepare parses the batches of the inbox and checks their codes, in
+// arrival order, handing every message on to ready.
+func (s *Server) prepare(ctx context.Context, ready chan<- staged) {
+	for {
+		var st staged
+		select {
+		case <-ctx.Done():
+			return
+		case st.m = <-s.inbox:
+		}
+		st.at = s.c.now().UTC()
+		if st.topic, st.err = wire.ParseTopic(st.m.topic); st.err == nil && st.topic.Kind == wire.KindEntries {
+			if st.batch, st.err = wire.ParseBatch(st.m.payload, st.topic.Gate); st.err == nil {
+				if st.proof, st.err = s.c.Prove(st.batch); st.err != nil {
+					// No ack: the gate sends the batch again.
+					s.log.Error("check admission codes", "venue", st.topic.Venue, "gate", st.topic.Gate, "err", st.err)
+					continue
+				}
+			}
+		}
+		select {
+		case ready <- st:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Server) handleStaged(st staged) error {
+	if st.err != nil {
+		return st.err
+	}
+	if st.batch != nil {
+		return s.ingest(st.topic.Venue, st.batch, st.proof, st.at)
+	}
+	return s.handle(st.m)
 }
 
 func (s *Server) sign(typ string, v any) ([]byte, error) { return wire.Sign(typ, v, s.c.root) }
@@ -167,7 +220,7 @@ func (s *Server) handle(m message) error {
 		if err != nil {
 			return err
 		}
-		return s.ingest(t.Venue, b)
+		return s.ingest(t.Venue, b, nil, s.c.now().UTC())
 	case wire.KindStatus:
 		st, err := wire.ParseStatus(m.payload, t.Gate)
 		if err != nil {
@@ -230,9 +283,16 @@ func (s *Server) queueCatchup(c catchup) {
 	}
 }
 
-func (s *Server) ingest(venue string, b *wire.ParsedBatch) error {
-	received := s.c.now().UTC()
-	res, err := s.c.Ingest(venue, b)
+// ingest stores a batch proven by p (nil: prove it now), received at
+// received, and acks it.
+func (s *Server) ingest(venue string, b *wire.ParsedBatch, p *Proof, received time.Time) error {
+	var res *IngestResult
+	var err error
+	if p == nil {
+		res, err = s.c.Ingest(venue, b)
+	} else {
+		res, err = s.c.IngestProven(venue, b, p)
+	}
 	if err != nil {
 		// No ack: the gate sends the batch again.
 		s.log.Error("ingest failed", "venue", venue, "gate", b.Gate, "err", err)

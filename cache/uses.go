@@ -49,7 +49,9 @@ func (s *Store) Used(id verify.TicketID) (*verify.Use, error) {
 // uses[i]; the first use of a ticket stands) and, when they continue the
 // cursor (from <= cursor+1), advances it to to, in one transaction. Uses
 // past a gap are stored all the same, but the cursor stays until the gap
-// is filled. It returns how many uses were new and the cursor after.
+// is filled. from 0 restarts the cursor at to, lower or not (the centre's
+// log was restored from an older copy). It returns how many uses were new
+// and the cursor after.
 func (s *Store) ApplyUses(from, to uint64, ids []verify.TicketID, uses []verify.Use) (int, uint64, error) {
 	n, cursor := 0, uint64(0)
 	err := s.joinCommit(func(tx *bolt.Tx) error {
@@ -71,7 +73,7 @@ func (s *Store) ApplyUses(from, to uint64, ids []verify.TicketID, uses []verify.
 			}
 			n++
 		}
-		if from <= cursor+1 && to > cursor {
+		if from == 0 || (from <= cursor+1 && to > cursor) {
 			cursor = to
 			return m.Put(kUsesCursor, binary.BigEndian.AppendUint64(nil, cursor))
 		}

@@ -32,6 +32,9 @@ func TestApplyUses(t *testing.T) {
 		{"replay", 1, 2, []byte{1, 2}, "g3", 0, 5},
 		{"empty page at the head", 6, 5, nil, "", 0, 5},
 		{"6-6", 6, 6, []byte{6}, "g2", 1, 6},
+		{"7-7", 7, 7, []byte{7}, "g2", 1, 7},
+		{"restart at 2 (an older log)", 0, 2, []byte{1, 2}, "g3", 0, 2},
+		{"3-3 of the older log", 3, 3, []byte{8}, "g3", 1, 3},
 	} {
 		var ids []verify.TicketID
 		var uses []verify.Use
@@ -52,7 +55,7 @@ func TestApplyUses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if cur, err := s.UsesCursor(); err != nil || cur != 6 {
-		t.Errorf("after reopen: cursor %d, %v; want 6", cur, err)
+	if cur, err := s.UsesCursor(); err != nil || cur != 3 {
+		t.Errorf("after reopen: cursor %d, %v; want 3", cur, err)
 	}
 }

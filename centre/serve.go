@@ -457,13 +457,22 @@ func (s *Server) catchupUses(c catchup) error {
 		return nil
 	}
 	topic := wire.GateTopic(c.venue, c.gate, wire.KindSync)
-	after := *c.uses
+	after, restart := *c.uses, false
 	for p := 0; ; p++ {
 		uses, head, err := s.c.Uses(c.event, after, s.o.UsesPage)
 		if err != nil {
 			return err
 		}
-		page := wire.Uses{Venue: c.venue, Gate: c.gate, Event: c.event, From: after + 1, To: after, Head: head, Uses: uses}
+		if after > head {
+			// A cursor beyond the log: the books were restored from an
+			// older copy. The gate starts again from the log's start.
+			s.log.Warn("gate's uses cursor is beyond the uses log: sending the log from its start",
+				"venue", c.venue, "gate", c.gate, "cursor", after, "head", head)
+			after, restart, p = 0, true, -1
+			continue
+		}
+		page := wire.Uses{Venue: c.venue, Gate: c.gate, Event: c.event, From: after + 1, To: after, Head: head, Uses: uses,
+			Restart: restart && p == 0}
 		if len(uses) > 0 {
 			page.To = uses[len(uses)-1].N
 		}

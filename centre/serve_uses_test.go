@@ -51,7 +51,11 @@ func (b *memBus) uses(t *testing.T, c *Centre, topic string) []*wire.Uses {
 func pages(us []*wire.Uses) string {
 	var s []string
 	for _, u := range us {
-		s = append(s, fmt.Sprintf("%d-%d/%d more=%v", u.From, u.To, u.Head, u.More))
+		p := fmt.Sprintf("%d-%d/%d more=%v", u.From, u.To, u.Head, u.More)
+		if u.Restart {
+			p += " restart"
+		}
+		s = append(s, p)
 	}
 	return fmt.Sprint(s)
 }
@@ -118,6 +122,7 @@ func TestServeUses(t *testing.T) {
 		{"status at the head", status(5), "no catch-up"},
 		{"status behind", status(4), "[5-5/5 more=false]"},
 		{"hello at the head: an empty page", hello(5), "[6-5/5 more=false]"},
+		{"hello beyond the head: the log from its start", hello(9), "[1-2/5 more=false restart 3-4/5 more=true]"},
 	} {
 		s.last = map[string]time.Time{} // no rate limit between steps
 		if got := catchup(st.m); got != st.want {

@@ -523,7 +523,12 @@ func (l *Link) applyUses(u *wire.Uses) error {
 		// Our own admissions too: a re-provisioned store lacks its earlier ones.
 		ids[i], uses[i] = x.Ticket, verify.Use{Seq: x.Seq, At: x.At, Gate: x.Gate}
 	}
-	n, cursor, err := l.store.ApplyUses(u.From, u.To, ids, uses)
+	from := u.From
+	if u.Restart {
+		l.log.Warn("the centre's uses log restarted below this gate's cursor: catching up from its start")
+		from = 0
+	}
+	n, cursor, err := l.store.ApplyUses(from, u.To, ids, uses)
 	if err != nil {
 		return fmt.Errorf("store uses from other gates: %w", err)
 	}

@@ -24,6 +24,10 @@ func TestApplyUses(t *testing.T) {
 		return message{wire.GateTopic("v", "g1", wire.KindSync), f.sign(t, wire.TypeUses,
 			&wire.Uses{Venue: "v", Gate: gate, Event: "E", From: from, To: to, Head: head, More: more, Uses: us})}
 	}
+	restart := func(to uint64, us ...wire.LoggedUse) message {
+		return message{wire.GateTopic("v", "g1", wire.KindSync), f.sign(t, wire.TypeUses,
+			&wire.Uses{Venue: "v", Gate: "g1", Event: "E", From: 1, To: to, Head: to, Restart: true, Uses: us})}
+	}
 	asked := func() bool {
 		select {
 		case <-f.link.hello:
@@ -56,6 +60,8 @@ func TestApplyUses(t *testing.T) {
 		{"page 5-5, the end", page("g1", 5, 5, 5, false, use(5, 5)), false, 5, false, true, nil},
 		{"empty page at the head", page("g1", 6, 5, 5, false), false, 5, false, true, nil},
 		{"live replayed", live(1, 2, use(1, 1), use(2, 2)), false, 5, false, true, nil},
+		{"restart at 1: the centre's log is older", restart(1, use(1, 9)), false, 1, false, true, []byte{9}},
+		{"live 2 of the older log", live(2, 2, use(2, 10)), false, 2, false, true, []byte{10}},
 	} {
 		err := f.link.handle(st.m, &snap)
 		if (err != nil) != st.refused {

@@ -360,15 +360,19 @@ type LoggedUse struct {
 // gate. Uses holds every logged use numbered From..To, in order. Head is
 // the log's last number when sent; More says the centre stopped a
 // catch-up before Head, so the gate asks again once it applied this page.
+// Restart (a catch-up page only) says the gate's cursor is beyond the
+// log (the centre's books were restored from an older copy): the gate
+// takes To as its cursor and catches up from there.
 type Uses struct {
-	Venue string      `json:"venue"`
-	Gate  string      `json:"gate,omitempty"`
-	Event string      `json:"event"`
-	From  uint64      `json:"from"`
-	To    uint64      `json:"to"`
-	Head  uint64      `json:"head"`
-	More  bool        `json:"more,omitempty"`
-	Uses  []LoggedUse `json:"uses"`
+	Venue   string      `json:"venue"`
+	Gate    string      `json:"gate,omitempty"`
+	Event   string      `json:"event"`
+	From    uint64      `json:"from"`
+	To      uint64      `json:"to"`
+	Head    uint64      `json:"head"`
+	More    bool        `json:"more,omitempty"`
+	Restart bool        `json:"restart,omitempty"`
+	Uses    []LoggedUse `json:"uses"`
 }
 
 // Sign seals a downlink document with the centre's root key.
@@ -490,6 +494,8 @@ func OpenUses(b []byte, root ed25519.PublicKey, venue, gate string) (*Uses, erro
 		return nil, fmt.Errorf("uses: %d uses numbered %d-%d", len(u.Uses), u.From, u.To)
 	case u.Head < u.To:
 		return nil, fmt.Errorf("uses: page %d-%d beyond head %d", u.From, u.To, u.Head)
+	case u.Restart && (u.Gate == "" || u.From != 1):
+		return nil, fmt.Errorf("uses: restart in a page from %d for gate %q", u.From, u.Gate)
 	}
 	for i, x := range u.Uses {
 		if x.N != u.From+uint64(i) {

@@ -190,6 +190,9 @@ func TestOpenUses(t *testing.T) {
 		{"another venue", Uses{Venue: "w", Event: "E", From: 1, To: 1, Head: 1, Uses: u(1)}, false},
 		{"another gate", Uses{Venue: "v", Gate: "g2", Event: "E", From: 1, To: 1, Head: 1, Uses: u(1)}, false},
 		{"no event", Uses{Venue: "v", From: 1, To: 1, Head: 1, Uses: u(1)}, false},
+		{"restart page", Uses{Venue: "v", Gate: "g1", Event: "E", From: 1, To: 1, Head: 1, Restart: true, Uses: u(1)}, true},
+		{"restart venue-wide", Uses{Venue: "v", Event: "E", From: 1, To: 1, Head: 1, Restart: true, Uses: u(1)}, false},
+		{"restart not from 1", Uses{Venue: "v", Gate: "g1", Event: "E", From: 2, To: 2, Head: 2, Restart: true, Uses: u(2)}, false},
 	} {
 		b, err := Sign(TypeUses, &tc.msg, priv)
 		if err != nil {

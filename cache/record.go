@@ -35,6 +35,9 @@ type Entry struct {
 	CodeTime      time.Time     `json:"code_time,omitzero"`
 	FirstUsedAt   time.Time     `json:"first_used_at,omitzero"`
 	FirstUsedGate string        `json:"first_used_gate,omitempty"`
+	// Code is the scanned text of an admission, sent up so the centre can
+	// check the signatures before it counts the use (proof of presentation).
+	Code string `json:"code,omitempty"`
 }
 
 // Verdict strings.
@@ -53,6 +56,8 @@ type Scan struct {
 	Symbology string
 	Token     *verify.Token
 	Pre       verify.Result // a non-empty Reason is final
+	// Code is the scanned text; an admission's journal record carries it.
+	Code string
 }
 
 type request struct {
@@ -320,6 +325,9 @@ func (s *Store) apply(tx *bolt.Tx, v *verify.Verifier, sc Scan) (Entry, error) {
 	}
 	if used != nil {
 		e.FirstUsedAt, e.FirstUsedGate = used.At, used.Gate
+	}
+	if e.Verdict == Admit {
+		e.Code = sc.Code
 	}
 	j := tx.Bucket(bJournal)
 	seq, err := j.NextSequence()

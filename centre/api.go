@@ -46,6 +46,7 @@ func NewAPI(c *Centre, token string, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /api/v1/gates/{venue}/{gate}/unlock", a.auth(a.lockGate(false)))
 	mux.HandleFunc("GET /api/v1/entries", a.auth(a.entries))
 	mux.HandleFunc("GET /api/v1/conflicts", a.auth(a.conflicts))
+	mux.HandleFunc("GET /api/v1/alerts", a.auth(a.alerts))
 	mux.HandleFunc("POST /api/v1/events/{event}/tickets", a.auth(a.issue))
 	mux.HandleFunc("POST /api/v1/tickets/{id}/revoke", a.auth(a.revoke))
 	return mux
@@ -141,19 +142,29 @@ type EntriesPage struct {
 	Next    uint64   `json:"next"` // pass as since= for the next page
 }
 
-func (a *API) entries(w http.ResponseWriter, r *http.Request) {
+// pageArgs reads since and limit (default 1000) of a paged list, or
+// answers 400.
+func pageArgs(w http.ResponseWriter, r *http.Request) (since uint64, limit int, ok bool) {
 	q := r.URL.Query()
 	since, err := strconv.ParseUint(q.Get("since"), 10, 64)
 	if q.Get("since") != "" && err != nil {
 		writeErr(w, http.StatusBadRequest, errors.New("since: want a record number"))
-		return
+		return 0, 0, false
 	}
-	limit := 1000
+	limit = 1000
 	if l := q.Get("limit"); l != "" {
 		if limit, err = strconv.Atoi(l); err != nil || limit < 1 || limit > 100000 {
 			writeErr(w, http.StatusBadRequest, errors.New("limit: want 1-100000"))
-			return
+			return 0, 0, false
 		}
+	}
+	return since, limit, true
+}
+
+func (a *API) entries(w http.ResponseWriter, r *http.Request) {
+	since, limit, ok := pageArgs(w, r)
+	if !ok {
+		return
 	}
 	es, err := a.c.Entries(since, limit)
 	if err != nil {
@@ -177,6 +188,31 @@ func (a *API) conflicts(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, cs)
+}
+
+// AlertsPage is the answer of GET /api/v1/alerts?since=N&limit=M: the
+// alerts numbered above since, oldest first; next is the since of the
+// next page.
+type AlertsPage struct {
+	Alerts []Alert `json:"alerts"`
+	Next   uint64  `json:"next"`
+}
+
+func (a *API) alerts(w http.ResponseWriter, r *http.Request) {
+	since, limit, ok := pageArgs(w, r)
+	if !ok {
+		return
+	}
+	as, err := a.c.Alerts(since, limit)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	p := AlertsPage{Alerts: as, Next: since}
+	if len(as) > 0 {
+		p.Next = as[len(as)-1].N
+	}
+	writeJSON(w, http.StatusOK, p)
 }
 
 // IssueBody is the body of POST /api/v1/events/{event}/tickets.

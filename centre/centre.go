@@ -59,6 +59,7 @@ type Centre struct {
 
 	onGateLogin atomic.Pointer[func(venue, gate string)] // gates.go
 	health      atomic.Pointer[ingestFault]              // nil: healthy (gates.go)
+	rates       rateBook                                 // admission rates of gates, for sanity alerts (ingest_proof.go)
 }
 
 // Ticket is the centre's record of an issued ticket.
@@ -233,21 +234,12 @@ func (c *Centre) TrustList() (*verify.Envelope, error) {
 }
 
 func (c *Centre) trustList(tx *bolt.Tx) (*verify.Envelope, error) {
-	var l verify.TrustList
-	l.Version = version(tx)
-	err := tx.Bucket(bKeys).ForEach(func(_, v []byte) error {
-		var k verify.IssuerKey
-		if err := json.Unmarshal(v, &k); err != nil {
-			return err
-		}
-		l.Keys = append(l.Keys, k)
-		return nil
-	})
+	l, err := issuerKeys(tx)
 	if err != nil {
 		return nil, err
 	}
 	l.IssuedAt = c.now().UTC()
-	return verify.Seal(verify.TypeTrustList, &l, c.root)
+	return verify.Seal(verify.TypeTrustList, l, c.root)
 }
 
 func version(tx *bolt.Tx) uint64 {

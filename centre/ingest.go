@@ -34,8 +34,11 @@ var (
 	bConflicts = []byte("conflicts") // number (8) -> Conflict JSON
 	bGates     = []byte("gates")     // venue/gate -> GateState JSON
 	bUsers     = []byte("mqtt_users")
+	bUseLog    = []byte("use_log")   // event \x00 n(8) -> wire.LoggedUse JSON: the numbered uses log
+	bUseHeads  = []byte("use_heads") // event -> last number of its uses log (8)
+	bAlerts    = []byte("alerts")    // number (8) -> Alert JSON
 
-	syncBuckets = [][]byte{bStreams, bSeqs, bEntries, bEntryIDs, bUses, bConflicts, bGates, bUsers}
+	syncBuckets = [][]byte{bStreams, bSeqs, bEntries, bEntryIDs, bUses, bConflicts, bGates, bUsers, bUseLog, bUseHeads, bAlerts}
 )
 
 // Record is one gate entry in the centre's books.
@@ -76,7 +79,49 @@ type IngestResult struct {
 	Tickets        []verify.TicketID
 	Seqs           []uint64
 	Conflicts      []Conflict
+	// Logged are the new first admissions as numbered in their event's
+	// uses log, in order (Admitted[i] is Logged[i]).
+	Logged []EventUse
+	// Alerts are the alerts the batch raised (claims that did not verify).
+	Alerts []Alert
+	// PrevInstance is the gate's store instance before this batch.
+	PrevInstance string
 }
+
+// EventUse is a use in an event's uses log.
+type EventUse struct {
+	Event string
+	wire.LoggedUse
+}
+
+// Alert is something a gate sent that the centre does not believe, or a
+// sign that a gate or its login is misused. Alerts never change what
+// gates decide; an operator reads them (GET /api/v1/alerts, the
+// dashboard) and may lock the gate's login out.
+type Alert struct {
+	N       uint64    `json:"n"`
+	Venue   string    `json:"venue"`
+	Gate    string    `json:"gate"`
+	Kind    string    `json:"kind"` // AlertUnproven, AlertOtherEvent, AlertRate, AlertNewInstance
+	Ticket  string    `json:"ticket,omitempty"`
+	EntryID string    `json:"entry_id,omitempty"`
+	Detail  string    `json:"detail"`
+	At      time.Time `json:"at"` // when the centre raised it
+}
+
+// Alert kinds.
+const (
+	// AlertUnproven: an admission whose scanned code does not verify
+	// (missing, forged, another ticket's); never booked as a use.
+	AlertUnproven = "unproven"
+	// AlertOtherEvent: an admission of a ticket of another event than the
+	// gate's; never booked as a use.
+	AlertOtherEvent = "other_event"
+	// AlertRate: a gate admitted far more a second than a lane can pass.
+	AlertRate = "rate"
+	// AlertNewInstance: a gate's entries come from a new store instance.
+	AlertNewInstance = "new_instance"
+)
 
 func streamKey(gate, instance string) []byte { return []byte(gate + "\x00" + instance) }
 
@@ -94,17 +139,68 @@ func (c *Centre) books() IngestStore {
 // serving; the caller closes s after the centre.
 func (c *Centre) SetIngestStore(s IngestStore) { c.ingest.Store(&s) }
 
-// Ingest stores a parsed batch from venue's gate in one transaction.
+// Ingest stores a parsed batch from venue's gate in one transaction. An
+// admission whose scanned code does not verify is booked as an entry and
+// an alert, never as a use.
 func (c *Centre) Ingest(venue string, b *wire.ParsedBatch) (*IngestResult, error) {
+	p, err := c.Prove(b)
+	if err != nil {
+		return nil, err
+	}
+	return c.IngestProven(venue, b, p)
+}
+
+// Proof is what the centre found checking the codes of a batch's
+// admissions (Prove), for IngestProven.
+type Proof struct {
+	unproven map[uint64]Alert
+}
+
+// Prove checks the codes of b's admissions. It needs no lock on the
+// books, so the sync server proves the next batch while it stores one.
+func (c *Centre) Prove(b *wire.ParsedBatch) (*Proof, error) {
+	unproven, err := c.checkProofs(b)
+	if err != nil {
+		return nil, err
+	}
+	return &Proof{unproven: unproven}, nil
+}
+
+// IngestProven is Ingest of a batch Prove checked.
+func (c *Centre) IngestProven(venue string, b *wire.ParsedBatch, p *Proof) (*IngestResult, error) {
 	reentry, err := c.reentryTickets(b)
 	if err != nil {
 		c.noteIngest(err)
 		return nil, err
 	}
-	res, err := c.books().Ingest(IngestBatch{Venue: venue, Batch: b, At: c.now().UTC(),
-		Reentry: func(id verify.TicketID) bool { return reentry[id] }})
+	unproven := p.unproven
+	at := c.now().UTC()
+	res, err := c.books().Ingest(IngestBatch{Venue: venue, Batch: b, At: at,
+		Reentry: func(id verify.TicketID) bool { return reentry[id] }, Unproven: unproven})
 	c.noteIngest(err)
-	return res, err
+	if err != nil {
+		return nil, err
+	}
+	if extra := c.sanity(venue, b, res, at); len(extra) > 0 {
+		// Booked after the batch: losing one to a crash loses a warning,
+		// never an entry.
+		if err := c.books().AddAlerts(extra); err != nil {
+			return res, fmt.Errorf("book alerts: %w", err)
+		}
+		res.Alerts = append(res.Alerts, extra...)
+	}
+	return res, nil
+}
+
+// Alerts returns up to limit alerts with N above since, by N.
+func (c *Centre) Alerts(since uint64, limit int) ([]Alert, error) {
+	return c.books().Alerts(since, limit)
+}
+
+// Uses returns up to limit uses of event's uses log numbered above after,
+// and the log's head.
+func (c *Centre) Uses(event string, after uint64, limit int) ([]wire.LoggedUse, uint64, error) {
+	return c.books().Uses(event, after, limit)
 }
 
 // reentryTickets looks up, before the store's transaction, which tickets

@@ -40,6 +40,16 @@ type IngestStore interface {
 	UpdateGate(venue, gate string, fn func(*GateState)) error
 	// Gates returns the state of every gate.
 	Gates() ([]GateState, error)
+	// Uses returns up to limit uses of event's uses log numbered above
+	// after, in order, and the log's head (its last number). Every new
+	// first admission Ingest books gets the event's next number in the
+	// batch's transaction, so numbers are handed out in commit order and
+	// a gate paging by number misses none.
+	Uses(event string, after uint64, limit int) ([]wire.LoggedUse, uint64, error)
+	// AddAlerts books alerts, numbering them.
+	AddAlerts(as []Alert) error
+	// Alerts returns up to limit alerts with N above since, by N.
+	Alerts(since uint64, limit int) ([]Alert, error)
 }
 
 // IngestBatch is a parsed batch from a gate with what the store needs
@@ -51,6 +61,11 @@ type IngestBatch struct {
 	At time.Time
 	// Reentry reports whether a ticket allows re-entry (nil: none does).
 	Reentry func(verify.TicketID) bool
+	// Unproven holds, by seq, admissions whose scanned code did not
+	// verify: each is booked as an entry and, when new, as its alert (the
+	// store fills in N, Venue, Gate, EntryID and At), never as a use or a
+	// conflict.
+	Unproven map[uint64]Alert
 }
 
 // BoltIngest is the IngestStore in a bbolt file, by default the centre's
@@ -98,6 +113,7 @@ func (s *BoltIngest) Ingest(in IngestBatch) (*IngestResult, error) {
 		*res = IngestResult{}
 		sk := streamKey(b.Gate, b.Instance)
 		streams, seqs, entries, ids, uses := tx.Bucket(bStreams), tx.Bucket(bSeqs), tx.Bucket(bEntries), tx.Bucket(bEntryIDs), tx.Bucket(bUses)
+		useLog, heads := tx.Bucket(bUseLog), tx.Bucket(bUseHeads)
 		var storedTo uint64
 		if v := streams.Get(sk); len(v) == 8 {
 			storedTo = binary.BigEndian.Uint64(v)
@@ -132,6 +148,10 @@ func (s *BoltIngest) Ingest(in IngestBatch) (*IngestResult, error) {
 				continue
 			}
 			tid, _ := verify.ParseTicketID(e.Ticket) // ParseBatch checked it
+			if a, ok := in.Unproven[e.Seq]; ok {
+				res.Alerts = append(res.Alerts, UnprovenAlert(in, e, a))
+				continue
+			}
 			adm := Admission{Venue: venue, Gate: b.Gate, EntryID: e.ID, At: e.At}
 			if prev := uses.Get(tid[:]); prev != nil {
 				var first Admission
@@ -157,9 +177,22 @@ func (s *BoltIngest) Ingest(in IngestBatch) (*IngestResult, error) {
 			if err := uses.Put(bytes.Clone(tid[:]), v); err != nil {
 				return err
 			}
+			head := uint64(0)
+			if v := heads.Get([]byte(e.Event)); len(v) == 8 {
+				head = binary.BigEndian.Uint64(v)
+			}
+			lu := EventUse{Event: e.Event, LoggedUse: wire.LoggedUse{N: head + 1, Ticket: tid, Gate: b.Gate, At: e.At, Seq: e.Seq, EntryID: e.ID}}
+			v, _ = json.Marshal(lu.LoggedUse)
+			if err := useLog.Put(useLogKey(e.Event, lu.N), v); err != nil {
+				return err
+			}
+			if err := heads.Put([]byte(e.Event), binary.BigEndian.AppendUint64(nil, lu.N)); err != nil {
+				return err
+			}
 			res.Admitted = append(res.Admitted, adm)
 			res.Tickets = append(res.Tickets, tid)
 			res.Seqs = append(res.Seqs, e.Seq)
+			res.Logged = append(res.Logged, lu)
 		}
 		for seqs.Get(seqKey(storedTo+1)) != nil {
 			storedTo++
@@ -168,9 +201,86 @@ func (s *BoltIngest) Ingest(in IngestBatch) (*IngestResult, error) {
 		if err := streams.Put(sk, binary.BigEndian.AppendUint64(nil, storedTo)); err != nil {
 			return err
 		}
-		return updateGate(tx, venue, b.Gate, func(g *GateState) { IngestedGate(g, in, res) })
+		if err := updateGate(tx, venue, b.Gate, func(g *GateState) { IngestedGate(g, in, res) }); err != nil {
+			return err
+		}
+		return putAlerts(tx, res.Alerts)
 	})
 	return res, err
+}
+
+func useLogKey(event string, n uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(event+"\x00"), n)
+}
+
+func putAlerts(tx *bolt.Tx, as []Alert) error {
+	b := tx.Bucket(bAlerts)
+	for i := range as {
+		n, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		as[i].N = n
+		v, _ := json.Marshal(as[i])
+		if err := b.Put(binary.BigEndian.AppendUint64(nil, n), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UnprovenAlert is the alert booked for e, an admission in Unproven;
+// every IngestStore books it so.
+func UnprovenAlert(in IngestBatch, e wire.Entry, a Alert) Alert {
+	a.Venue, a.Gate, a.EntryID, a.At = in.Venue, in.Batch.Gate, e.ID, in.At
+	if a.Ticket == "" {
+		a.Ticket = e.Ticket
+	}
+	return a
+}
+
+// Uses implements IngestStore.
+func (s *BoltIngest) Uses(event string, after uint64, limit int) ([]wire.LoggedUse, uint64, error) {
+	var out []wire.LoggedUse
+	var head uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bUseHeads).Get([]byte(event)); len(v) == 8 {
+			head = binary.BigEndian.Uint64(v)
+		}
+		prefix := []byte(event + "\x00")
+		cur := tx.Bucket(bUseLog).Cursor()
+		for k, v := cur.Seek(useLogKey(event, after+1)); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 && len(out) < limit; k, v = cur.Next() {
+			var u wire.LoggedUse
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("uses log of %q: %w", event, err)
+			}
+			out = append(out, u)
+		}
+		return nil
+	})
+	return out, head, err
+}
+
+// AddAlerts implements IngestStore.
+func (s *BoltIngest) AddAlerts(as []Alert) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return putAlerts(tx, as) })
+}
+
+// Alerts implements IngestStore.
+func (s *BoltIngest) Alerts(since uint64, limit int) ([]Alert, error) {
+	out := []Alert{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		cur := tx.Bucket(bAlerts).Cursor()
+		for k, v := cur.Seek(binary.BigEndian.AppendUint64(nil, since+1)); k != nil && len(out) < limit; k, v = cur.Next() {
+			var a Alert
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			out = append(out, a)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // ConflictOf decides whether adm, a new admission of tid whose first
@@ -190,6 +300,7 @@ func ConflictOf(in IngestBatch, e wire.Entry, tid verify.TicketID, first, adm Ad
 // IngestedGate is what an ingested batch does to its gate's state; every
 // IngestStore applies it in the batch's transaction.
 func IngestedGate(g *GateState, in IngestBatch, res *IngestResult) {
+	res.PrevInstance = g.Instance
 	g.LastSeen, g.Instance, g.StoredTo, g.ClockOffsetMs = in.At, in.Batch.Instance, res.StoredTo, in.Batch.ClockOffsetMs
 	g.Entries += res.New
 	g.Conflicts += len(res.Conflicts)

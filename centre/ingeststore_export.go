@@ -20,6 +20,10 @@ type Books struct {
 	Conflicts []Conflict
 	Gates     []GateState
 	Reentry   []verify.TicketID
+	// UseLog and Alerts are the uses log (every event's, numbers kept, so
+	// gates' cursors stay valid) and the alerts (numbers kept).
+	UseLog []EventUse
+	Alerts []Alert
 	// EntrySeq and ConflictSeq, when not zero, are the last record and
 	// conflict numbers the exporting store handed out: the importing
 	// store hands out numbers above them (and above every N it imported).
@@ -28,7 +32,7 @@ type Books struct {
 
 // Len is how many records b holds.
 func (b *Books) Len() int {
-	return len(b.Entries) + len(b.Streams) + len(b.Uses) + len(b.Conflicts) + len(b.Gates) + len(b.Reentry)
+	return len(b.Entries) + len(b.Streams) + len(b.Uses) + len(b.Conflicts) + len(b.Gates) + len(b.Reentry) + len(b.UseLog) + len(b.Alerts)
 }
 
 // BookEntry is a stored entry with the gate instance and sequence number
@@ -145,6 +149,30 @@ func exportBooks(tx *bolt.Tx, chunk int, fn func(b *Books) error) error {
 			return fmt.Errorf("central.db: gate %s: %w", k, err)
 		}
 		b.Gates = append(b.Gates, g)
+		return flush(false)
+	}); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bUseLog).ForEach(func(k, v []byte) error {
+		ev, _, ok := bytes.Cut(k, []byte{0})
+		if !ok || len(k) != len(ev)+9 {
+			return fmt.Errorf("central.db: malformed uses log key %q", k)
+		}
+		u := EventUse{Event: string(ev)}
+		if err := json.Unmarshal(v, &u.LoggedUse); err != nil {
+			return fmt.Errorf("central.db: uses log %q: %w", k, err)
+		}
+		b.UseLog = append(b.UseLog, u)
+		return flush(false)
+	}); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bAlerts).ForEach(func(k, v []byte) error {
+		var a Alert
+		if err := json.Unmarshal(v, &a); err != nil {
+			return fmt.Errorf("central.db: alert %x: %w", k, err)
+		}
+		b.Alerts = append(b.Alerts, a)
 		return flush(false)
 	}); err != nil {
 		return err

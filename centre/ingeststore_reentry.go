@@ -20,6 +20,54 @@ type ReentryBook interface {
 	Reentry(ids []verify.TicketID) (map[verify.TicketID]bool, error)
 }
 
+// TrustBook is an optional capability of an IngestStore that several
+// instances share: it keeps the trust list (sealed by the root key) the
+// primary signs tickets under, so an instance whose central.db holds no
+// issuer keys can still check the codes gates send up (proof of
+// presentation).
+type TrustBook interface {
+	// NoteTrust stores a sealed trust list unless a newer one is stored.
+	NoteTrust(env *verify.Envelope, version uint64) error
+	// SharedTrust returns the stored trust list, nil when none is.
+	SharedTrust() (*verify.Envelope, error)
+}
+
+// ShareTrust writes the current trust list to the books when they are a
+// TrustBook; the primary calls it on start and with every delta that
+// carries a new one.
+func (c *Centre) ShareTrust() error {
+	tb, ok := c.books().(TrustBook)
+	if !ok {
+		return nil
+	}
+	env, err := c.TrustList()
+	if err != nil {
+		return err
+	}
+	tl, err := verify.OpenTrustList(env, c.RootPublic())
+	if err != nil {
+		return err
+	}
+	if len(tl.Keys) == 0 {
+		return nil // not the primary: nothing to share
+	}
+	return tb.NoteTrust(env, tl.Version)
+}
+
+// sharedTrust reads the trust list another instance shared, nil when
+// there is none.
+func (c *Centre) sharedTrust() (*verify.TrustList, error) {
+	tb, ok := c.books().(TrustBook)
+	if !ok {
+		return nil, nil
+	}
+	env, err := tb.SharedTrust()
+	if err != nil || env == nil {
+		return nil, err
+	}
+	return verify.OpenTrustList(env, c.RootPublic())
+}
+
 // ShareReentry writes every re-entry ticket of central.db to the books
 // when they are a ReentryBook, and returns how many; the primary calls it
 // on start, and ShareReentryDelta keeps the books current.
@@ -49,6 +97,11 @@ func (c *Centre) ShareReentry() (int, error) {
 // list its tickets). The publisher calls it before publishing the delta,
 // so no gate admits a ticket the books do not know yet.
 func (c *Centre) ShareReentryDelta(d *wire.Delta) error {
+	if d.TrustList != nil {
+		if err := c.ShareTrust(); err != nil {
+			return err
+		}
+	}
 	rb, ok := c.books().(ReentryBook)
 	if !ok {
 		return nil

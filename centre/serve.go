@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -46,6 +47,13 @@ type ServerOptions struct {
 	// the retained status of a removed gate, is refused and creates no
 	// gate record.
 	KnownGate func(venue, gate string) bool
+	// UsesPage is how many uses one catch-up page carries (default 1000,
+	// at most wire.MaxPageUses).
+	UsesPage int
+	// UsesPages is how many pages one catch-up sends before it stops and
+	// lets the gate ask for more (default 16): a gate far behind is caught
+	// up in rounds, so neither side holds the whole log in memory.
+	UsesPages int
 }
 
 // Server is gatesync's sync side: it ingests gate entries, acks them,
@@ -72,6 +80,7 @@ type message struct {
 type catchup struct {
 	venue, gate, event string
 	have               uint64
+	uses               *uint64 // the gate's uses cursor; nil: a gate that predates the uses log
 }
 
 // NewServer returns a server for c on bus.
@@ -84,6 +93,13 @@ func NewServer(c *Centre, bus Bus, o ServerOptions) *Server {
 	}
 	if o.CatchupEvery <= 0 {
 		o.CatchupEvery = 30 * time.Second
+	}
+	if o.UsesPage <= 0 {
+		o.UsesPage = 1000
+	}
+	o.UsesPage = min(o.UsesPage, wire.MaxPageUses)
+	if o.UsesPages <= 0 {
+		o.UsesPages = 16
 	}
 	return &Server{c: c, bus: bus, o: o, log: o.Logger, inbox: make(chan message, 256),
 		kick: make(chan struct{}, 1), catch: make(chan catchup, 64), last: map[string]time.Time{}}
@@ -124,20 +140,76 @@ func (s *Server) Run(ctx context.Context) error {
 		} else if n > 0 {
 			s.log.Info("re-entry tickets shared with the other instances", "tickets", n)
 		}
+		if err := s.c.ShareTrust(); err != nil {
+			s.log.Error("share the trust list with the other instances", "err", err)
+		}
 		wg.Go(func() { s.publisher(ctx) })
 		wg.Go(func() { s.catchups(ctx) })
 	}
+	// Codes are checked a batch ahead (prepare), on every core, while the
+	// last batch is being stored: the signature checks cost about what
+	// the storing does, and overlap it instead of adding to it.
+	ready := make(chan staged, 2)
+	wg.Go(func() { s.prepare(ctx, ready) })
 	for {
 		select {
 		case <-ctx.Done():
 			wg.Wait()
 			return nil
-		case m := <-s.inbox:
-			if err := s.handle(m); err != nil {
-				s.log.Warn("refused uplink message", "topic", m.topic, "bytes", len(m.payload), "err", err)
+		case st := <-ready:
+			if err := s.handleStaged(st); err != nil {
+				s.log.Warn("refused uplink message", "topic", st.m.topic, "bytes", len(st.m.payload), "err", err)
 			}
 		}
 	}
+}
+
+// staged is an uplink message, parsed and proven when it is a batch.
+type staged struct {
+	m     message
+	topic wire.Topic
+	batch *wire.ParsedBatch
+	proof *Proof
+	err   error
+	at    time.Time // when it arrived: an ack's received_at
+}
+
+// prepare parses the batches of the inbox and checks their codes, in
+// arrival order, handing every message on to ready.
+func (s *Server) prepare(ctx context.Context, ready chan<- staged) {
+	for {
+		var st staged
+		select {
+		case <-ctx.Done():
+			return
+		case st.m = <-s.inbox:
+		}
+		st.at = s.c.now().UTC()
+		if st.topic, st.err = wire.ParseTopic(st.m.topic); st.err == nil && st.topic.Kind == wire.KindEntries {
+			if st.batch, st.err = wire.ParseBatch(st.m.payload, st.topic.Gate); st.err == nil {
+				if st.proof, st.err = s.c.Prove(st.batch); st.err != nil {
+					// No ack: the gate sends the batch again.
+					s.log.Error("check admission codes", "venue", st.topic.Venue, "gate", st.topic.Gate, "err", st.err)
+					continue
+				}
+			}
+		}
+		select {
+		case ready <- st:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (s *Server) handleStaged(st staged) error {
+	if st.err != nil {
+		return st.err
+	}
+	if st.batch != nil {
+		return s.ingest(st.topic.Venue, st.batch, st.proof, st.at)
+	}
+	return s.handle(st.m)
 }
 
 func (s *Server) sign(typ string, v any) ([]byte, error) { return wire.Sign(typ, v, s.c.root) }
@@ -156,7 +228,7 @@ func (s *Server) handle(m message) error {
 		if err != nil {
 			return err
 		}
-		return s.ingest(t.Venue, b)
+		return s.ingest(t.Venue, b, nil, s.c.now().UTC())
 	case wire.KindStatus:
 		st, err := wire.ParseStatus(m.payload, t.Gate)
 		if err != nil {
@@ -167,8 +239,17 @@ func (s *Server) handle(m message) error {
 			return nil
 		}
 		if st.Online && st.Event != "" {
-			if v, err := s.c.EventVersion(st.Event); err == nil && v > st.WhitelistVersion && s.due("status", t.Venue, t.Gate, s.o.CatchupEvery) {
-				s.queueCatchup(catchup{t.Venue, t.Gate, st.Event, st.WhitelistVersion})
+			behind := false
+			if v, err := s.c.EventVersion(st.Event); err == nil && v > st.WhitelistVersion {
+				behind = true
+			}
+			if st.Uses != nil {
+				if _, head, err := s.c.Uses(st.Event, *st.Uses, 0); err == nil && head > *st.Uses {
+					behind = true
+				}
+			}
+			if behind && s.due("status", t.Venue, t.Gate, s.o.CatchupEvery) {
+				s.queueCatchup(catchup{venue: t.Venue, gate: t.Gate, event: st.Event, have: st.WhitelistVersion, uses: st.Uses})
 			}
 		}
 		return nil
@@ -181,7 +262,7 @@ func (s *Server) handle(m message) error {
 			s.log.Error("store gate", "err", err)
 		}
 		if s.due("hello", t.Venue, t.Gate, 500*time.Millisecond) {
-			s.queueCatchup(catchup{t.Venue, t.Gate, h.Event, h.Version})
+			s.queueCatchup(catchup{venue: t.Venue, gate: t.Gate, event: h.Event, have: h.Version, uses: h.Uses})
 		}
 		return nil
 	}
@@ -210,9 +291,16 @@ func (s *Server) queueCatchup(c catchup) {
 	}
 }
 
-func (s *Server) ingest(venue string, b *wire.ParsedBatch) error {
-	received := s.c.now().UTC()
-	res, err := s.c.Ingest(venue, b)
+// ingest stores a batch proven by p (nil: prove it now), received at
+// received, and acks it.
+func (s *Server) ingest(venue string, b *wire.ParsedBatch, p *Proof, received time.Time) error {
+	var res *IngestResult
+	var err error
+	if p == nil {
+		res, err = s.c.Ingest(venue, b)
+	} else {
+		res, err = s.c.IngestProven(venue, b, p)
+	}
 	if err != nil {
 		// No ack: the gate sends the batch again.
 		s.log.Error("ingest failed", "venue", venue, "gate", b.Gate, "err", err)
@@ -233,33 +321,51 @@ func (s *Server) ingest(venue string, b *wire.ParsedBatch) error {
 		s.log.Warn("conflict: ticket admitted twice", "ticket", cf.Ticket, "kind", cf.Kind,
 			"first_gate", cf.First.Gate, "second_gate", cf.Second.Gate)
 	}
-	if len(res.Admitted) == 0 {
-		return nil
+	for _, a := range res.Alerts {
+		s.log.Warn("alert: gate claim not believed", "kind", a.Kind, "venue", a.Venue, "gate", a.Gate,
+			"entry", a.EntryID, "ticket", a.Ticket, "detail", a.Detail)
 	}
-	byEvent := map[string][]wire.LiveUse{}
-	for i, a := range res.Admitted {
-		ev := eventOf(b, res.Seqs[i])
-		byEvent[ev] = append(byEvent[ev], wire.LiveUse{Ticket: res.Tickets[i], Gate: a.Gate, At: a.At, Seq: res.Seqs[i], EntryID: a.EntryID})
-	}
-	for ev, uses := range byEvent {
-		live, err := s.sign(wire.TypeLive, &wire.Live{Venue: venue, Event: ev, Uses: uses})
-		if err != nil {
-			return err
-		}
-		if err := s.bus.Publish(wire.VenueTopic(venue, wire.KindLive), live, false); err != nil {
-			s.log.Warn("live fan-out not published", "err", err)
-		}
-	}
+	s.fanOut(venue, res.Logged)
 	return nil
 }
 
-func eventOf(b *wire.ParsedBatch, seq uint64) string {
-	for _, e := range b.Parsed {
-		if e.Seq == seq {
-			return e.Event
+// fanOut publishes newly logged uses to every venue with a gate of their
+// event, numbered as in the log: a gate that sees a number it did not
+// expect asks for the missing ones, so a lost message costs a catch-up,
+// never a second admission.
+func (s *Server) fanOut(venue string, logged []EventUse) {
+	byEvent := map[string][]wire.LoggedUse{}
+	var events []string
+	for _, lu := range logged {
+		if byEvent[lu.Event] == nil {
+			events = append(events, lu.Event)
+		}
+		byEvent[lu.Event] = append(byEvent[lu.Event], lu.LoggedUse)
+	}
+	for _, ev := range events {
+		uses := byEvent[ev]
+		venues, err := s.c.Venues(ev)
+		if err != nil {
+			s.log.Error("read gates", "err", err)
+		}
+		if !slices.Contains(venues, venue) {
+			venues = append(venues, venue)
+		}
+		for i := 0; i < len(uses); i += wire.MaxPageUses {
+			page := uses[i:min(i+wire.MaxPageUses, len(uses))]
+			last := page[len(page)-1].N
+			for _, v := range venues {
+				msg, err := s.sign(wire.TypeUses, &wire.Uses{Venue: v, Event: ev, From: page[0].N, To: last, Head: last, Uses: page})
+				if err != nil {
+					s.log.Error("sign uses", "err", err)
+					return
+				}
+				if err := s.bus.Publish(wire.VenueTopic(v, wire.KindLive), msg, false); err != nil {
+					s.log.Warn("live fan-out not published: gates catch up from the uses log", "venue", v, "err", err)
+				}
+			}
 		}
 	}
-	return ""
 }
 
 // publisher publishes logged deltas to every venue with a gate of their
@@ -343,6 +449,61 @@ func (s *Server) catchups(ctx context.Context) {
 }
 
 func (s *Server) catchup(c catchup) error {
+	if err := s.catchupDeltas(c); err != nil {
+		return err
+	}
+	// After the whitelist, on the same topic: a gate that applied the last
+	// page has every change and use as of its hello.
+	return s.catchupUses(c)
+}
+
+// catchupUses sends a gate the uses logged after its cursor, in at most
+// UsesPages pages; the last says More when the log goes on, and an empty
+// page answers a gate that is up to date, so a starting gate knows.
+func (s *Server) catchupUses(c catchup) error {
+	if c.uses == nil {
+		return nil
+	}
+	topic := wire.GateTopic(c.venue, c.gate, wire.KindSync)
+	after, restart := *c.uses, false
+	for p := 0; ; p++ {
+		uses, head, err := s.c.Uses(c.event, after, s.o.UsesPage)
+		if err != nil {
+			return err
+		}
+		if after > head {
+			// A cursor beyond the log: the books were restored from an
+			// older copy. The gate starts again from the log's start.
+			s.log.Warn("gate's uses cursor is beyond the uses log: sending the log from its start",
+				"venue", c.venue, "gate", c.gate, "cursor", after, "head", head)
+			after, restart, p = 0, true, -1
+			continue
+		}
+		page := wire.Uses{Venue: c.venue, Gate: c.gate, Event: c.event, From: after + 1, To: after, Head: head, Uses: uses,
+			Restart: restart && p == 0}
+		if len(uses) > 0 {
+			page.To = uses[len(uses)-1].N
+		}
+		last := p+1 == s.o.UsesPages || len(uses) < s.o.UsesPage || page.To >= head
+		page.More = last && page.To < head
+		msg, err := s.sign(wire.TypeUses, &page)
+		if err != nil {
+			return err
+		}
+		if err := s.bus.Publish(topic, msg, false); err != nil {
+			return err
+		}
+		after = page.To
+		if last {
+			if after > *c.uses {
+				s.log.Info("uses caught up", "venue", c.venue, "gate", c.gate, "from", *c.uses, "to", after, "head", head)
+			}
+			return nil
+		}
+	}
+}
+
+func (s *Server) catchupDeltas(c catchup) error {
 	evVer, err := s.c.EventVersion(c.event)
 	if err != nil || c.have >= evVer {
 		return err

@@ -28,13 +28,19 @@ func newCentre(t testing.TB) (*Centre, string) {
 }
 
 // batch builds a parsed batch of gate g's entries with the given seqs;
-// admits name ticket tk.
-func batch(t testing.TB, g, instance string, tk verify.TicketID, verdict string, seqs ...uint64) *wire.ParsedBatch {
+// admits name ticket tk and carry its code.
+func batch(t testing.TB, g, instance string, tk *Ticket, verdict string, seqs ...uint64) *wire.ParsedBatch {
+	t.Helper()
+	return batchCode(t, g, instance, tk.ID, tk.Code(), verdict, seqs...)
+}
+
+// batchCode is batch with the scanned code given.
+func batchCode(t testing.TB, g, instance string, tk verify.TicketID, code, verdict string, seqs ...uint64) *wire.ParsedBatch {
 	t.Helper()
 	b := wire.Batch{V: wire.Version, Gate: g, Instance: instance, First: seqs[0], Last: seqs[len(seqs)-1]}
 	for _, s := range seqs {
 		e, _ := json.Marshal(map[string]any{"seq": s, "id": fmt.Sprintf("%s-%d", instance, s), "gate": g, "event": "E",
-			"verdict": verdict, "reason": "ok", "ticket": tk.String(), "at": time.Now().UTC()})
+			"verdict": verdict, "reason": "ok", "ticket": tk.String(), "at": time.Now().UTC(), "code": code})
 		b.Entries = append(b.Entries, e)
 	}
 	raw, _ := json.Marshal(b)
@@ -58,15 +64,15 @@ func TestIngestExactlyOnce(t *testing.T) {
 		storedTo             uint64
 		conflicts, conflictN int
 	}{
-		{"first", batch(t, "g1", "i1", ts[0].ID, "deny", 1, 2, 3), 3, 0, 3, 0, 0},
-		{"resent", batch(t, "g1", "i1", ts[0].ID, "deny", 1, 2, 3), 0, 3, 3, 0, 0},
-		{"overlap", batch(t, "g1", "i1", ts[0].ID, "deny", 3, 4), 1, 1, 4, 0, 0},
-		{"out of order leaves a gap", batch(t, "g1", "i1", ts[0].ID, "deny", 7, 8), 2, 0, 4, 0, 0},
-		{"gap filled", batch(t, "g1", "i1", ts[0].ID, "deny", 5, 6), 2, 0, 8, 0, 0},
-		{"new store instance restarts seqs", batch(t, "g1", "i2", ts[1].ID, "admit", 1), 1, 0, 1, 0, 0},
-		{"same ticket at another gate", batch(t, "g2", "i3", ts[1].ID, "admit", 1), 1, 0, 1, 1, 1},
-		{"and again at the first", batch(t, "g1", "i2", ts[1].ID, "admit", 2), 1, 0, 2, 1, 2},
-		{"replay of the conflicting entry", batch(t, "g2", "i3", ts[1].ID, "admit", 1), 0, 1, 1, 0, 2},
+		{"first", batch(t, "g1", "i1", &ts[0], "deny", 1, 2, 3), 3, 0, 3, 0, 0},
+		{"resent", batch(t, "g1", "i1", &ts[0], "deny", 1, 2, 3), 0, 3, 3, 0, 0},
+		{"overlap", batch(t, "g1", "i1", &ts[0], "deny", 3, 4), 1, 1, 4, 0, 0},
+		{"out of order leaves a gap", batch(t, "g1", "i1", &ts[0], "deny", 7, 8), 2, 0, 4, 0, 0},
+		{"gap filled", batch(t, "g1", "i1", &ts[0], "deny", 5, 6), 2, 0, 8, 0, 0},
+		{"new store instance restarts seqs", batch(t, "g1", "i2", &ts[1], "admit", 1), 1, 0, 1, 0, 0},
+		{"same ticket at another gate", batch(t, "g2", "i3", &ts[1], "admit", 1), 1, 0, 1, 1, 1},
+		{"and again at the first", batch(t, "g1", "i2", &ts[1], "admit", 2), 1, 0, 2, 1, 2},
+		{"replay of the conflicting entry", batch(t, "g2", "i3", &ts[1], "admit", 1), 0, 1, 1, 0, 2},
 	} {
 		res, err := c.Ingest("v", tc.b)
 		if err != nil {

@@ -52,6 +52,13 @@ type Healther interface {
 	Health() error
 }
 
+// AlertSource is a Source that also books alerts against gates (claims
+// the centre did not believe, sanity checks); *centre.Centre is one. The
+// dashboard shows those of the last hour.
+type AlertSource interface {
+	Alerts(since uint64, limit int) ([]centre.Alert, error)
+}
+
 // Options tune the dashboard; the zero value of each field is its default.
 type Options struct {
 	// Token is the API bearer token (required).
@@ -97,6 +104,9 @@ type Dashboard struct {
 	last    map[string]*Decision
 	sentAt  time.Time
 	sent    []byte
+	// alertCursor is the last booked alert read; recent the newest read.
+	alertCursor uint64
+	recent      []centre.Alert
 }
 
 type count struct{ admitted, denied int }
@@ -243,6 +253,25 @@ func (d *Dashboard) refresh() error {
 			st.Alerts = append([]Alert{{Level: "critical", Text: "centre: " + err.Error()}}, st.Alerts...)
 		}
 	}
+	if as, ok := d.src.(AlertSource); ok {
+		// Page on from the last one read: a gate flooding forged claims
+		// costs one read of what is new, and the page keeps the newest.
+		for {
+			booked, err := as.Alerts(d.alertCursor, page)
+			if err != nil {
+				return fmt.Errorf("alerts: %w", err)
+			}
+			for _, a := range booked {
+				d.alertCursor = a.N
+			}
+			d.recent = append(d.recent, booked...)
+			d.recent = d.recent[max(0, len(d.recent)-maxAlerts):]
+			if len(booked) < page {
+				break
+			}
+		}
+		st.Alerts = append(st.Alerts, bookedAlerts(d.recent, st.Now)...)
+	}
 	body, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -379,6 +408,29 @@ func (d *Dashboard) alerts(g centre.GateState, key string, now time.Time) []Aler
 	}
 	if off := time.Duration(g.ClockOffsetMs) * time.Millisecond; off > d.o.MaxClockOffset || -off > d.o.MaxClockOffset {
 		out = append(out, Alert{Level: "warning", Gate: key, Text: fmt.Sprintf("clock %s off the centre's: rotating codes may be refused", off.Abs().Round(100*time.Millisecond))})
+	}
+	return out
+}
+
+// maxAlerts bounds the booked alerts the page shows.
+const maxAlerts = 50
+
+// bookedAlerts are the centre's alerts of the last hour, newest first, at
+// most maxAlerts: an admission that did not verify is critical, the rest
+// warnings.
+func bookedAlerts(as []centre.Alert, now time.Time) []Alert {
+	var out []Alert
+	for i := len(as) - 1; i >= 0 && len(out) < maxAlerts && now.Sub(as[i].At) < time.Hour; i-- {
+		a := as[i]
+		level := "warning"
+		if a.Kind == centre.AlertUnproven || a.Kind == centre.AlertOtherEvent {
+			level = "critical"
+		}
+		text := a.Kind + ": " + a.Detail
+		if a.Ticket != "" {
+			text = fmt.Sprintf("%s (ticket %s, entry %s)", text, a.Ticket, a.EntryID)
+		}
+		out = append(out, Alert{Level: level, Gate: a.Venue + "/" + a.Gate, Text: text})
 	}
 	return out
 }

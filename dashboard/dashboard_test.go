@@ -52,8 +52,12 @@ func newSite(t *testing.T) *site {
 // ingest stores one entry of gate g as the sync server would.
 func (s *site) ingest(t *testing.T, g string, seq uint64, tk verify.TicketID, verdict string) {
 	t.Helper()
+	code := ""
+	if tc, err := s.c.Ticket(tk); err == nil {
+		code = tc.Code() // the centre books an admission as a use only with its code
+	}
 	e, _ := json.Marshal(map[string]any{"seq": seq, "id": fmt.Sprintf("%s.i-%d", g, seq), "gate": g, "event": "E",
-		"verdict": verdict, "reason": "ok", "ticket": tk.String(), "at": time.Now().UTC()})
+		"verdict": verdict, "reason": "ok", "ticket": tk.String(), "at": time.Now().UTC(), "code": code})
 	raw, _ := json.Marshal(wire.Batch{V: wire.Version, Gate: g, Instance: g + ".i", First: seq, Last: seq, Entries: []json.RawMessage{e}})
 	b, err := wire.ParseBatch(raw, g)
 	if err != nil {

@@ -58,6 +58,11 @@ type Config struct {
 	TLSCA   string `yaml:"tls_ca"`
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// CatchupWait is how long a gate with a broker waits at start for the
+	// centre's catch-up (whitelist changes, uses at other gates) before it
+	// decides (default 2s). It decides at once when the broker cannot be
+	// reached.
+	CatchupWait time.Duration `yaml:"catchup_wait"`
 	// HTTP is the local status endpoint's host:port (/healthz, /metrics,
 	// /status), e.g. 127.0.0.1:9127. Empty or "off": none. It has no
 	// authentication, so keep it on loopback or a management network.
@@ -173,7 +178,10 @@ func (c *Config) Validate() error {
 			return configErr("zone %q: use letters, digits, '.', '_' or '-'", z)
 		}
 	}
-	for name, d := range map[string]*time.Duration{"max_code_age": &c.MaxCodeAge, "max_code_skew": &c.MaxCodeSkew} {
+	if c.CatchupWait == 0 {
+		c.CatchupWait = 2 * time.Second
+	}
+	for name, d := range map[string]*time.Duration{"max_code_age": &c.MaxCodeAge, "max_code_skew": &c.MaxCodeSkew, "catchup_wait": &c.CatchupWait} {
 		if *d < 0 || *d > 10*time.Minute {
 			return configErr("%s %s: use a duration between 1s and 10m", name, *d)
 		}

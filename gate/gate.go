@@ -3,6 +3,7 @@
 package gate
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -100,7 +101,7 @@ func (g *Gate) check(v *verify.Verifier, s scanner.Scan) (sc cache.Scan) {
 	} else if tok, err := verify.Parse(s.Data); err != nil {
 		sc.Pre = verify.Result{Reason: verify.ReasonMalformed, Detail: err.Error()}
 	} else {
-		sc.Token = tok
+		sc.Token, sc.Code = tok, string(bytes.TrimRight(s.Data, "\r\n"))
 		var entry *verify.TicketEntry
 		if tok.Kind == verify.KindRotatingShort {
 			if entry, err = g.store.Entry(tok.Credential.Ticket); err != nil {

@@ -49,6 +49,7 @@ func check(err error, what ...any) {
 
 func main() {
 	n := flag.Int("n", 100_000, "backlog entries")
+	admit := flag.Bool("admit", false, "the backlog is first admissions of n tickets, with the codes the centre checks, instead of denials")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "bench-syncdrain")
 	check(err)
@@ -61,15 +62,23 @@ func main() {
 	out, err := exec.Command("go", "build", "-o", bin+"/", "./cmd/gated", "./cmd/gatesync").CombinedOutput()
 	check(err, "build (run from the repository root):", string(out))
 	centre, data := filepath.Join(dir, "centre"), filepath.Join(dir, "gate")
-	run := func(name string, args ...string) {
-		out, err := exec.Command(filepath.Join(bin, name), args...).CombinedOutput()
+	run := func(name string, args ...string) string {
+		out, err := exec.Command(filepath.Join(bin, name), args...).Output()
 		check(err, name, args, string(out))
+		return string(out)
 	}
 	run("gatesync", "init", "--dir", centre)
-	run("gatesync", "issue", "--dir", centre, "--event", "E", "--count", "1")
+	count := 1
+	if *admit {
+		count = *n
+	}
+	codes := strings.Split(strings.TrimSpace(run("gatesync", "issue", "--dir", centre, "--event", "E", "--count", fmt.Sprint(count))), "\n")
 	run("gatesync", "export", "--dir", centre, "--event", "E", "--out", filepath.Join(dir, "b.json"))
 	run("gated", "provision", "--data", data, filepath.Join(dir, "b.json"))
-	avg := backlog(data, *n)
+	if !*admit {
+		codes = nil
+	}
+	avg := backlog(data, *n, codes)
 
 	rawRate := raw(m, dir, *n, avg)
 
@@ -103,8 +112,9 @@ func main() {
 }
 
 // backlog writes n journal records into the gate store and returns their
-// average JSON size.
-func backlog(data string, n int) int {
+// average JSON size: admissions of codes when there are codes, else
+// denials.
+func backlog(data string, n int, codes []string) int {
 	s, err := cache.Open(data, &cache.Options{NoSync: true, MaxBatch: 1000})
 	check(err)
 	defer s.Close()
@@ -119,8 +129,14 @@ func backlog(data string, n int) int {
 		go func() {
 			defer wg.Done()
 			for i := w; i < n; i += 64 {
-				e, err := s.Record(context.Background(), v, cache.Scan{At: time.Now(), Gate: "g1", Scanner: "bench",
-					Pre: verify.Result{Reason: verify.ReasonMalformed, Detail: "bench entry: not a gated code"}})
+				sc := cache.Scan{At: time.Now(), Gate: "g1", Scanner: "bench",
+					Pre: verify.Result{Reason: verify.ReasonMalformed, Detail: "bench entry: not a gated code"}}
+				if codes != nil {
+					tok, err := verify.Parse([]byte(codes[i]))
+					check(err)
+					sc.Token, sc.Code, sc.Pre = tok, codes[i], v.Check(tok, sc.At, nil)
+				}
+				e, err := s.Record(context.Background(), v, sc)
 				check(err)
 				b, _ := json.Marshal(e)
 				mu.Lock()

@@ -31,6 +31,9 @@ func Run(t *testing.T, open Opener) {
 	t.Run("RemoveGate", func(t *testing.T) { testRemoveGate(t, open(t, 1)[0]) })
 	t.Run("GapFilledLate", func(t *testing.T) { testGapFilledLate(t, open(t, 1)[0]) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open(t, 4)) })
+	t.Run("UsesLog", func(t *testing.T) { testUsesLog(t, open(t, 1)[0]) })
+	t.Run("UsesLogConcurrent", func(t *testing.T) { testUsesLogConcurrent(t, open(t, 4)) })
+	t.Run("Unproven", func(t *testing.T) { testUnproven(t, open(t, 1)[0]) })
 }
 
 // at is the time batches are received; microseconds, the finest time
@@ -59,6 +62,15 @@ func Batch(t testing.TB, g, instance string, tk verify.TicketID, verdict string,
 		t.Fatal(err)
 	}
 	return p
+}
+
+// WithCode sets the scanned code of every entry of b (the centre checks
+// it before it books an admission as a use) and returns b.
+func WithCode(b *wire.ParsedBatch, code string) *wire.ParsedBatch {
+	for i := range b.Parsed {
+		b.Parsed[i].Code = code
+	}
+	return b
 }
 
 func in(b *wire.ParsedBatch) centre.IngestBatch {
@@ -368,5 +380,152 @@ func testGapFilledLate(t *testing.T, s centre.IngestStore) {
 	res, err := s.Ingest(in(Batch(t, "g1", "i1", ticket(0), "deny", "revoked", 1)))
 	if err != nil || res.StoredTo != 2501 {
 		t.Fatalf("gap filled: %+v, %v; want stored to 2501", res, err)
+	}
+}
+
+// testUsesLog: every new first admission gets the next number of its
+// event's log, in the batch's transaction; duplicates, conflicts, re-entries
+// and denials get none; pages end at the head.
+func testUsesLog(t *testing.T, s centre.IngestStore) {
+	if us, head, err := s.Uses("E", 0, 10); err != nil || len(us) != 0 || head != 0 {
+		t.Fatalf("empty log: %+v, head %d, %v", us, head, err)
+	}
+	steps := []struct {
+		name string
+		b    *wire.ParsedBatch
+		want []uint64 // numbers logged
+	}{
+		{"two uses", Batch(t, "g1", "i1", ticket(1), "admit", "ok", 1), []uint64{1}},
+		{"another ticket", Batch(t, "g2", "i2", ticket(2), "admit", "ok", 1), []uint64{2}},
+		{"resent", Batch(t, "g1", "i1", ticket(1), "admit", "ok", 1), nil},
+		{"conflict", Batch(t, "g2", "i2", ticket(1), "admit", "ok", 2), nil},
+		{"denial", Batch(t, "g2", "i2", ticket(3), "deny", "revoked", 3), nil},
+		{"re-entry", Batch(t, "g2", "i2", ticket(2), "admit", verify.ReasonReentry, 4), nil},
+	}
+	for _, st := range steps {
+		res, err := s.Ingest(in(st.b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []uint64
+		for i, lu := range res.Logged {
+			got = append(got, lu.N)
+			if lu.Event != "E" || lu.Ticket != res.Tickets[i] || lu.Gate != st.b.Gate || lu.Seq != res.Seqs[i] {
+				t.Errorf("%s: logged %+v", st.name, lu)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(st.want) {
+			t.Errorf("%s: logged %v; want %v", st.name, got, st.want)
+		}
+	}
+	// A batch of 30 first admissions: contiguous numbers 3..32.
+	var seqs []uint64
+	for q := uint64(10); q < 40; q++ {
+		seqs = append(seqs, q)
+	}
+	b := Batch(t, "g3", "i3", ticket(0), "admit", "ok", seqs...)
+	for i := range b.Parsed { // a different ticket each
+		b.Parsed[i].Ticket = ticket(200 + i).String()
+	}
+	res, err := s.Ingest(in(b))
+	if err != nil || len(res.Logged) != 30 || res.Logged[0].N != 3 || res.Logged[29].N != 32 {
+		t.Fatalf("batch of 30: %+v, %v", res.Logged, err)
+	}
+	var all []wire.LoggedUse
+	for after := uint64(0); ; {
+		page, head, err := s.Uses("E", after, 7)
+		if err != nil || head != 32 {
+			t.Fatalf("page after %d: head %d, %v", after, head, err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		all = append(all, page...)
+		after = page[len(page)-1].N
+	}
+	for i, u := range all {
+		if u.N != uint64(i+1) {
+			t.Fatalf("use %d numbered %d", i, u.N)
+		}
+	}
+	if len(all) != 32 || all[0].Ticket != ticket(1) || all[0].Gate != "g1" || all[0].EntryID != "i1-1" || !all[0].At.Equal(at.Add(-time.Second)) {
+		t.Errorf("log: %d uses, first %+v", len(all), all[0])
+	}
+	if us, head, err := s.Uses("other", 0, 10); err != nil || len(us) != 0 || head != 0 {
+		t.Errorf("another event's log: %+v, head %d, %v", us, head, err)
+	}
+}
+
+// testUsesLogConcurrent: batches racing over several handles number their
+// uses without a gap or a repeat.
+func testUsesLogConcurrent(t *testing.T, hs []centre.IngestStore) {
+	const gates, per = 4, 40
+	var wg sync.WaitGroup
+	for g := range gates {
+		s := hs[g%len(hs)]
+		wg.Go(func() {
+			for q := range per {
+				b := Batch(t, fmt.Sprintf("g%d", g), fmt.Sprintf("i%d", g), ticket(1000+g*per+q), "admit", "ok", uint64(q+1))
+				if _, err := s.Ingest(in(b)); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	us, head, err := hs[0].Uses("E", 0, 10000)
+	if err != nil || head != gates*per || len(us) != gates*per {
+		t.Fatalf("%d uses, head %d (%v); want %d", len(us), head, err, gates*per)
+	}
+	seen := map[verify.TicketID]bool{}
+	for i, u := range us {
+		if u.N != uint64(i+1) || seen[u.Ticket] {
+			t.Fatalf("use %d: %+v (seen before: %v)", i, u, seen[u.Ticket])
+		}
+		seen[u.Ticket] = true
+	}
+}
+
+// testUnproven: an admission the centre could not verify is booked as an
+// entry and an alert, once, and never as a use, a conflict or a logged use.
+func testUnproven(t *testing.T, s centre.IngestStore) {
+	forged := Batch(t, "g1", "i1", ticket(5), "admit", "ok", 1, 2)
+	bad := map[uint64]centre.Alert{1: {Kind: centre.AlertUnproven, Detail: "forged"}}
+	for range 2 { // the second time it is a duplicate: no second alert
+		res, err := s.Ingest(centre.IngestBatch{Venue: "v", Batch: forged, At: at, Unproven: bad})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Admitted) > 1 || len(res.Logged) > 1 || len(res.Conflicts) != 0 {
+			t.Errorf("unproven claim: %+v", res)
+		}
+	}
+	// Entry 2 was proven: the use is 2's, and a later proven admission at g2 conflicts with it, not with 1.
+	us, _, err := s.Uses("E", 0, 10)
+	if err != nil || len(us) != 1 || us[0].EntryID != "i1-2" {
+		t.Errorf("uses log: %+v, %v; want only i1-2", us, err)
+	}
+	as, err := s.Alerts(0, 10)
+	if err != nil || len(as) != 1 {
+		t.Fatalf("alerts: %+v, %v; want one", as, err)
+	}
+	if a := as[0]; a.N == 0 || a.Venue != "v" || a.Gate != "g1" || a.Kind != centre.AlertUnproven || a.EntryID != "i1-1" ||
+		a.Ticket != ticket(5).String() || a.Detail != "forged" || !a.At.Equal(at) {
+		t.Errorf("alert: %+v", a)
+	}
+	if es, _ := s.Entries(0, 10); len(es) != 2 {
+		t.Errorf("%d entries booked; want both", len(es))
+	}
+	if err := s.AddAlerts([]centre.Alert{{Venue: "v", Gate: "g2", Kind: centre.AlertRate, At: at}}); err != nil {
+		t.Fatal(err)
+	}
+	if as, _ := s.Alerts(0, 10); len(as) != 2 || as[1].Kind != centre.AlertRate || as[1].N <= as[0].N {
+		t.Errorf("after AddAlerts: %+v", as)
+	}
+	if as, err := s.Alerts(as[0].N, 10); err != nil || len(as) != 1 || as[0].Kind != centre.AlertRate {
+		t.Errorf("alerts after the first: %+v, %v; want the rate alert", as, err)
+	}
+	if as, err := s.Alerts(0, 1); err != nil || len(as) != 1 || as[0].Kind != centre.AlertUnproven {
+		t.Errorf("one alert: %+v, %v; want the first", as, err)
 	}
 }

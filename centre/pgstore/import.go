@@ -19,7 +19,7 @@ var ErrNotEmpty = errors.New("the books in PostgreSQL are not empty")
 
 // Imported counts what Import stored.
 type Imported struct {
-	Entries, Streams, Uses, Conflicts, Gates, Reentry int
+	Entries, Streams, Uses, Conflicts, Gates, Reentry, UseLog, Alerts int
 	// LastN is the highest record number the books hold after the import;
 	// the next entry ingested gets a higher one.
 	LastN uint64
@@ -45,7 +45,7 @@ func (s *Store) Import(ctx context.Context, export func(put func(*centre.Books) 
 	var st Imported
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		st = Imported{}
-		if _, err := tx.Exec(ctx, `LOCK TABLE ingest_counters, streams, entries, uses, conflicts, gates, reentry_tickets IN EXCLUSIVE MODE`); err != nil {
+		if _, err := tx.Exec(ctx, `LOCK TABLE ingest_counters, streams, entries, uses, conflicts, gates, reentry_tickets, use_log, use_heads, alerts IN EXCLUSIVE MODE`); err != nil {
 			return err
 		}
 		if err := checkEmpty(ctx, tx); err != nil {
@@ -87,6 +87,15 @@ func (s *Store) Import(ctx context.Context, export func(put func(*centre.Books) 
 			return err
 		}
 		st.LastN = uint64(last)
+		if _, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('alerts', 'n'), m)
+			FROM (SELECT coalesce(max(n), 0) AS m FROM alerts) x WHERE m > 0`); err != nil {
+			return err
+		}
+		// Each event's log goes on from its highest number.
+		if _, err := tx.Exec(ctx, `INSERT INTO use_heads (event, head) SELECT event, max(n) FROM use_log GROUP BY event
+			ON CONFLICT (event) DO UPDATE SET head = greatest(use_heads.head, excluded.head)`); err != nil {
+			return err
+		}
 		_, err := tx.Exec(ctx, `SELECT setval(pg_get_serial_sequence('conflicts', 'n'), m)
 			FROM (SELECT greatest($1, coalesce(max(n), 0)) AS m FROM conflicts) x WHERE m > 0`, int64(conflictSeq))
 		return err
@@ -113,6 +122,7 @@ func checkEmpty(ctx context.Context, tx pgx.Tx) error {
 	var have []string
 	for _, t := range []struct{ table, what string }{
 		{"entries", "entries"}, {"gates", "gates"}, {"conflicts", "conflicts"}, {"streams", "gate streams"}, {"uses", "first admissions"},
+		{"use_log", "logged uses"}, {"alerts", "alerts"},
 	} {
 		var n int64
 		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+t.table).Scan(&n); err != nil {
@@ -197,6 +207,36 @@ func importChunk(ctx context.Context, tx pgx.Tx, b *centre.Books, st *Imported) 
 			return fmt.Errorf("gate states: %w", err)
 		}
 		st.Gates += k
+	}
+	if k := len(b.UseLog); k > 0 {
+		evs, ns, docs := make([]string, k), make([]int64, k), make([]string, k)
+		for i, u := range b.UseLog {
+			doc, err := json.Marshal(u.LoggedUse)
+			if err != nil {
+				return err
+			}
+			evs[i], ns[i], docs[i] = u.Event, int64(u.N), string(doc)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO use_log (event, n, doc) SELECT e, n, d::json FROM unnest($1::text[], $2::bigint[], $3::text[]) AS x(e, n, d)`,
+			evs, ns, docs); err != nil {
+			return fmt.Errorf("uses log: %w", err)
+		}
+		st.UseLog += k
+	}
+	if k := len(b.Alerts); k > 0 {
+		ns, docs := make([]int64, k), make([]string, k)
+		for i, a := range b.Alerts {
+			doc, err := json.Marshal(a)
+			if err != nil {
+				return err
+			}
+			ns[i], docs[i] = int64(a.N), string(doc)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO alerts (n, doc) SELECT n, d::json FROM unnest($1::bigint[], $2::text[]) AS x(n, d)`,
+			ns, docs); err != nil {
+			return fmt.Errorf("alerts: %w", err)
+		}
+		st.Alerts += k
 	}
 	if k := len(b.Reentry); k > 0 {
 		tag, err := tx.Exec(ctx, `INSERT INTO reentry_tickets (ticket) SELECT unnest($1::bytea[]) ON CONFLICT DO NOTHING`, ticketBytes(b.Reentry))

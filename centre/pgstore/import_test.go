@@ -3,6 +3,7 @@ package pgstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -80,8 +81,8 @@ func TestMoveImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (pgstore.Imported{Entries: 8, Streams: 2, Uses: 3, Conflicts: 3, Gates: 3, LastN: 8}); st != want || calls != 7 {
-		t.Errorf("imported %+v in %d chunks; want %+v in 7", st, calls, want)
+	if want := (pgstore.Imported{Entries: 8, Streams: 2, Uses: 3, Conflicts: 3, Gates: 3, UseLog: 3, LastN: 8}); st != want || calls != 8 {
+		t.Errorf("imported %+v in %d chunks; want %+v in 8", st, calls, want)
 	}
 	sameBooks(t, bolt, pg)
 
@@ -99,6 +100,11 @@ func TestMoveImport(t *testing.T) {
 	}
 	if rs, _ := pg.Entries(8, 10); len(rs) != 2 || rs[0].N != 9 || rs[1].N != 10 {
 		t.Errorf("records after the move: %+v; want N 9 and 10", rs)
+	}
+	// The uses log goes on from its moved head: gates' cursors stay valid.
+	res, err = pg.Ingest(centre.IngestBatch{Venue: "v", Batch: ingesttest.Batch(t, "g1", "i1", tk(7), "admit", "ok", 7), At: moveAt})
+	if err != nil || len(res.Logged) != 1 || res.Logged[0].N != 4 {
+		t.Errorf("a first admission after the move: %+v, %v; want logged as 4", res.Logged, err)
 	}
 
 	if _, err := pg.Import(ctx, func(put func(*centre.Books) error) error { return bolt.Export(0, put) }); !errors.Is(err, pgstore.ErrNotEmpty) {
@@ -134,6 +140,14 @@ func TestMoveImport(t *testing.T) {
 
 func sameBooks(t *testing.T, want, got centre.IngestStore) {
 	t.Helper()
+	wu, wh, err := want.Uses("E", 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gu, gh, err := got.Uses("E", 0, 1000)
+	if err != nil || gh != wh || fmt.Sprint(gu) != fmt.Sprint(wu) {
+		t.Errorf("uses log: head %d %v (%v); want head %d %v", gh, gu, err, wh, wu)
+	}
 	we, err := want.Entries(0, 1000)
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/gated-dev/gated/cache"
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -52,6 +53,7 @@ type Store struct {
 var (
 	_ centre.IngestStore = (*Store)(nil)
 	_ centre.ReentryBook = (*Store)(nil)
+	_ centre.TrustBook   = (*Store)(nil)
 )
 
 // Open connects to the database at url (postgres://...), creates or
@@ -105,6 +107,11 @@ CREATE TABLE conflicts (n bigserial PRIMARY KEY, doc json NOT NULL);
 CREATE TABLE gates (venue text NOT NULL, gate text NOT NULL, state json NOT NULL, PRIMARY KEY (venue, gate));
 `, `
 CREATE TABLE reentry_tickets (ticket bytea PRIMARY KEY);
+`, `
+CREATE TABLE use_heads (event text PRIMARY KEY, head bigint NOT NULL);
+CREATE TABLE use_log (event text NOT NULL, n bigint NOT NULL, doc json NOT NULL, PRIMARY KEY (event, n));
+CREATE TABLE alerts (n bigserial PRIMARY KEY, doc json NOT NULL);
+CREATE TABLE shared_trust (id int PRIMARY KEY, version bigint NOT NULL, doc json NOT NULL);
 `}
 
 // migrateLock is the advisory lock key of migrations ("gatesync" in ASCII).
@@ -248,7 +255,63 @@ func ingest(ctx context.Context, tx pgx.Tx, in centre.IngestBatch) (*centre.Inge
 	if err := updateGate(ctx, tx, in.Venue, b.Gate, func(g *centre.GateState) { centre.IngestedGate(g, in, res) }); err != nil {
 		return nil, err
 	}
+	if err := putAlerts(ctx, tx, res.Alerts); err != nil {
+		return nil, err
+	}
 	return res, nil
+}
+
+func putAlerts(ctx context.Context, tx pgx.Tx, as []centre.Alert) error {
+	for i := range as {
+		doc, _ := json.Marshal(as[i])
+		var n int64
+		if err := tx.QueryRow(ctx, `INSERT INTO alerts (doc) VALUES ($1::text::json) RETURNING n`, string(doc)).Scan(&n); err != nil {
+			return err
+		}
+		as[i].N = uint64(n)
+	}
+	return nil
+}
+
+// logUses numbers the batch's new uses in their events' uses logs. The
+// head row stays locked until commit, so numbers are committed in order.
+func logUses(ctx context.Context, tx pgx.Tx, res *centre.IngestResult) error {
+	heads := map[string]uint64{}
+	for i := range res.Logged {
+		lu := &res.Logged[i]
+		head, ok := heads[lu.Event]
+		if !ok {
+			if _, err := tx.Exec(ctx, `INSERT INTO use_heads VALUES ($1, 0) ON CONFLICT DO NOTHING`, lu.Event); err != nil {
+				return err
+			}
+			var h int64
+			if err := tx.QueryRow(ctx, `SELECT head FROM use_heads WHERE event = $1 FOR UPDATE`, lu.Event).Scan(&h); err != nil {
+				return err
+			}
+			head = uint64(h)
+		}
+		head++
+		heads[lu.Event] = head
+		lu.N = head
+	}
+	if len(res.Logged) == 0 {
+		return nil
+	}
+	evs, ns, docs := make([]string, len(res.Logged)), make([]int64, len(res.Logged)), make([]string, len(res.Logged))
+	for i, lu := range res.Logged {
+		d, _ := json.Marshal(lu.LoggedUse)
+		evs[i], ns[i], docs[i] = lu.Event, int64(lu.N), string(d)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO use_log (event, n, doc) SELECT e, n, d::json FROM unnest($1::text[], $2::bigint[], $3::text[]) AS x(e, n, d)`,
+		evs, ns, docs); err != nil {
+		return err
+	}
+	for ev, h := range heads {
+		if _, err := tx.Exec(ctx, `UPDATE use_heads SET head = $2 WHERE event = $1`, ev, int64(h)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // storeNew stores the candidate entries, their uses and conflicts, holding
@@ -313,6 +376,10 @@ func storeNew(ctx context.Context, tx pgx.Tx, in centre.IngestBatch, cand []int,
 			continue
 		}
 		tid, _ := verify.ParseTicketID(e.Ticket)
+		if a, ok := in.Unproven[e.Seq]; ok {
+			res.Alerts = append(res.Alerts, centre.UnprovenAlert(in, e, a))
+			continue
+		}
 		adm := centre.Admission{Venue: in.Venue, Gate: b.Gate, EntryID: e.ID, At: e.At}
 		if prev, ok := uses[tid]; ok {
 			cf, ok := centre.ConflictOf(in, e, tid, prev, adm)
@@ -334,6 +401,8 @@ func storeNew(ctx context.Context, tx pgx.Tx, in centre.IngestBatch, cand []int,
 		res.Admitted = append(res.Admitted, adm)
 		res.Tickets = append(res.Tickets, tid)
 		res.Seqs = append(res.Seqs, e.Seq)
+		res.Logged = append(res.Logged, centre.EventUse{Event: e.Event, LoggedUse: wire.LoggedUse{Ticket: tid, Gate: b.Gate,
+			At: e.At, Seq: e.Seq, EntryID: e.ID}})
 	}
 	if len(newTickets) > 0 {
 		if _, err := tx.Exec(ctx, `INSERT INTO uses (ticket, first) SELECT t, f::json FROM unnest($1::bytea[], $2::text[]) AS x(t, f)`,
@@ -341,7 +410,7 @@ func storeNew(ctx context.Context, tx pgx.Tx, in centre.IngestBatch, cand []int,
 			return err
 		}
 	}
-	return nil
+	return logUses(ctx, tx, res)
 }
 
 // Entries implements centre.IngestStore.
@@ -457,6 +526,110 @@ func (s *Store) Gates() ([]centre.GateState, error) {
 		return nil, fmt.Errorf("postgres gates: %w", err)
 	}
 	return out, nil
+}
+
+// Uses implements centre.IngestStore.
+func (s *Store) Uses(event string, after uint64, limit int) ([]wire.LoggedUse, uint64, error) {
+	var out []wire.LoggedUse
+	var head int64
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		out, head = nil, 0
+		// The head first: the page then ends at or below it, whatever
+		// commits meanwhile.
+		if err := tx.QueryRow(ctx, `SELECT coalesce((SELECT head FROM use_heads WHERE event = $1), 0)`, event).Scan(&head); err != nil {
+			return err
+		}
+		rows, _ := tx.Query(ctx, `SELECT doc::text FROM use_log WHERE event = $1 AND n > $2 AND n <= $3 ORDER BY n LIMIT $4`,
+			event, int64(after), head, limit)
+		var doc string
+		_, err := pgx.ForEachRow(rows, []any{&doc}, func() error {
+			var u wire.LoggedUse
+			if err := json.Unmarshal([]byte(doc), &u); err != nil {
+				return err
+			}
+			out = append(out, u)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("postgres uses log: %w", err)
+	}
+	return out, uint64(head), nil
+}
+
+// AddAlerts implements centre.IngestStore.
+func (s *Store) AddAlerts(as []centre.Alert) error {
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error { return putAlerts(ctx, tx, as) })
+	if err != nil {
+		return fmt.Errorf("postgres alerts: %w", err)
+	}
+	return nil
+}
+
+// Alerts implements centre.IngestStore.
+func (s *Store) Alerts(since uint64, limit int) ([]centre.Alert, error) {
+	out := []centre.Alert{}
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		out = out[:0]
+		rows, _ := tx.Query(ctx, `SELECT n, doc::text FROM alerts WHERE n > $1 ORDER BY n LIMIT $2`, int64(since), limit)
+		var n int64
+		var doc string
+		_, err := pgx.ForEachRow(rows, []any{&n, &doc}, func() error {
+			var a centre.Alert
+			if err := json.Unmarshal([]byte(doc), &a); err != nil {
+				return err
+			}
+			a.N = uint64(n)
+			out = append(out, a)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres alerts: %w", err)
+	}
+	return out, nil
+}
+
+// NoteTrust implements centre.TrustBook.
+func (s *Store) NoteTrust(env *verify.Envelope, version uint64) error {
+	doc, err := json.Marshal(env)
+	if err != nil {
+		return err
+	}
+	err = s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO shared_trust VALUES (1, $1, $2::text::json)
+			ON CONFLICT (id) DO UPDATE SET version = excluded.version, doc = excluded.doc WHERE shared_trust.version <= excluded.version`,
+			int64(version), string(doc))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres trust list: %w", err)
+	}
+	return nil
+}
+
+// SharedTrust implements centre.TrustBook.
+func (s *Store) SharedTrust() (*verify.Envelope, error) {
+	var env *verify.Envelope
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		var doc string
+		err := tx.QueryRow(ctx, `SELECT doc::text FROM shared_trust WHERE id = 1`).Scan(&doc)
+		if errors.Is(err, pgx.ErrNoRows) {
+			env = nil
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		env = new(verify.Envelope)
+		return json.Unmarshal([]byte(doc), env)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres trust list: %w", err)
+	}
+	return env, nil
 }
 
 // NoteReentry implements centre.ReentryBook.

@@ -33,6 +33,7 @@ func runConfig(args []string) (*gate.Config, error) {
 	strict := fs.Bool("strict", false, "deny valid tickets that are not in the whitelist")
 	age := fs.Duration("max-code-age", 0, "oldest rotating code accepted (default 30s)")
 	skew := fs.Duration("max-code-skew", 0, "how far ahead of the clock a rotating code may be (default 10s)")
+	catchupWait := fs.Duration("catchup-wait", 0, "with a broker: how long to wait at start for the centre's catch-up before deciding (default 2s)")
 	level := fs.String("log-level", "", "debug, info, warn or error")
 	broker := fs.String("broker", "", "MQTT broker linking the gate to the centre: tcp://HOST:PORT or ssl://HOST:PORT (default: none, air-gapped)")
 	venue := fs.String("venue", "", "venue id for sync topics (required with --broker)")
@@ -80,6 +81,9 @@ func runConfig(args []string) (*gate.Config, error) {
 	}
 	if set["max-code-skew"] {
 		cfg.MaxCodeSkew = *skew
+	}
+	if set["catchup-wait"] {
+		cfg.CatchupWait = *catchupWait
 	}
 	if set["log-level"] {
 		cfg.LogLevel = *level
@@ -176,6 +180,14 @@ func cmdRun(args []string, io stdio, now func() time.Time) error {
 	linkDone := make(chan struct{})
 	if link != nil {
 		go func() { defer close(linkDone); link.Run(ctx) }()
+		// Uses at other gates and revocations made while this gate was down
+		// arrive in the catch-up: wait for it, briefly, before deciding.
+		start := now()
+		if link.WaitCatchup(ctx, cfg.CatchupWait) {
+			log.Info("caught up with the centre", "took", now().Sub(start).Round(time.Millisecond))
+		} else {
+			log.Warn("deciding without the centre's catch-up", "waited", now().Sub(start).Round(time.Millisecond))
+		}
 	}
 	if err := d.run(ctx, g, store, st, policy, sources); err != nil {
 		return err

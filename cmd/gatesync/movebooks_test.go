@@ -66,23 +66,25 @@ func newMoveCentre(t *testing.T) *moveCentre {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	codes := map[verify.TicketID]string{} // admissions carry the scanned code
 	tk := func(reentry bool) verify.TicketID {
 		ts, err := c.Issue(centre.IssueRequest{Event: "E", Count: 1, Reentry: reentry})
 		if err != nil {
 			t.Fatal(err)
 		}
+		codes[ts[0].ID] = ts[0].Code()
 		return ts[0].ID
 	}
 	a, b := tk(false), tk(false)
 	m.reentry = tk(true)
 	m.batches = []*wire.ParsedBatch{
-		ingesttest.Batch(t, "g1", "i1", a, "admit", "ok", 1),
+		ingesttest.WithCode(ingesttest.Batch(t, "g1", "i1", a, "admit", "ok", 1), codes[a]),
 		ingesttest.Batch(t, "g1", "i1", b, "deny", "revoked", 2, 3),
-		ingesttest.Batch(t, "g2", "i2", a, "admit", "ok", 1), // a at two gates: a conflict
+		ingesttest.WithCode(ingesttest.Batch(t, "g2", "i2", a, "admit", "ok", 1), codes[a]), // a at two gates: a conflict
 		ingesttest.Batch(t, "g1", "i1", b, "deny", "revoked", 2, 3),
-		ingesttest.Batch(t, "g2", "i2", m.reentry, "admit", "ok", 2),
-		ingesttest.Batch(t, "g1", "i1", m.reentry, "admit", "ok", 4), // re-entry: no conflict
-		ingesttest.Batch(t, "g1", "i1", b, "deny", "revoked", 6),     // a gap at 5
+		ingesttest.WithCode(ingesttest.Batch(t, "g2", "i2", m.reentry, "admit", "ok", 2), codes[m.reentry]),
+		ingesttest.WithCode(ingesttest.Batch(t, "g1", "i1", m.reentry, "admit", "ok", 4), codes[m.reentry]), // re-entry: no conflict
+		ingesttest.Batch(t, "g1", "i1", b, "deny", "revoked", 6),                                            // a gap at 5
 	}
 	var n, dup, cf int
 	for _, bt := range m.batches {
@@ -315,7 +317,7 @@ func TestMoveBooks(t *testing.T) {
 			t.Errorf("resent batch %s/%s %d-%d: %+v; want all duplicates", bt.Gate, bt.Instance, bt.First, bt.Last, res)
 		}
 	}
-	res, err := c.Ingest("v", ingesttest.Batch(t, "g1", "i1", m.reentry, "admit", "ok", 5))
+	res, err := c.Ingest("v", ingesttest.WithCode(ingesttest.Batch(t, "g1", "i1", m.reentry, "admit", "ok", 5), m.batches[4].Parsed[0].Code))
 	if err != nil || res.New != 1 || res.StoredTo != 6 || len(res.Conflicts) != 0 {
 		t.Errorf("a new entry after the move: %+v, %v; want new, stored to 6, a re-entry", res, err)
 	}

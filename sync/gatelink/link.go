@@ -46,6 +46,8 @@ type Store interface {
 	ApplyChange(c *cache.Change) (*verify.TrustList, error)
 	StageSnapshot(s *cache.Snapshot) (*cache.Staging, error)
 	MarkUsedBatch(ids []verify.TicketID, uses []verify.Use) (int, error)
+	UsesCursor() (uint64, error)
+	ApplyUses(from, to uint64, ids []verify.TicketID, uses []verify.Use) (int, uint64, error)
 }
 
 // Options configure a Link. Broker, Venue and Gate are required; the zero
@@ -130,6 +132,11 @@ type Link struct {
 	inbox  chan message
 	done   chan struct{} // closed when Run stops: nothing reads the channels above any more
 
+	caughtUp     chan struct{} // closed when the first catch-up after Run is complete
+	caughtUpOnce sync.Once
+	unreachable  chan struct{} // closed when a connection attempt failed before any succeeded
+	unreachOnce  sync.Once
+
 	connected atomic.Bool
 	offsetMs  atomic.Int64
 	lastSync  atomic.Int64 // unix nanoseconds of the last verified message from the centre
@@ -163,7 +170,8 @@ func New(store Store, o Options) (*Link, error) {
 	}
 	l := &Link{o: o, store: store, log: o.Logger, root: st.Root, event: st.Event, inst: st.Instance,
 		nudge: make(chan struct{}, 1), conn: make(chan bool, 8), acks: make(chan *wire.Ack, 64),
-		hello: make(chan string, 1), inbox: make(chan message, 256), done: make(chan struct{})}
+		hello: make(chan string, 1), inbox: make(chan message, 256), done: make(chan struct{}), caughtUp: make(chan struct{}),
+		unreachable: make(chan struct{})}
 	return l, nil
 }
 
@@ -178,6 +186,28 @@ func (l *Link) count(f func(*Stats)) {
 	l.mu.Lock()
 	f(&l.stats)
 	l.mu.Unlock()
+}
+
+// CaughtUp is closed once the centre answered this link's first hello in
+// full: the whitelist changes and every use logged elsewhere as of the
+// hello are in the store. A gate starting up waits for it, briefly
+// (gated's catchup_wait), before it decides.
+func (l *Link) CaughtUp() <-chan struct{} { return l.caughtUp }
+
+// WaitCatchup waits up to d for CaughtUp, and returns at once when the
+// broker could not be reached (a gate offline decides on what it holds)
+// or ctx ends. It reports whether the catch-up completed.
+func (l *Link) WaitCatchup(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-l.caughtUp:
+		return true
+	case <-l.unreachable:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
 }
 
 // Connected reports whether the broker connection is up.
@@ -219,6 +249,9 @@ func (l *Link) status(online bool) []byte {
 		if st, err := l.store.SyncState(); err == nil {
 			s.Outbox, s.LastSeq, s.WhitelistVersion = st.Outbox, st.LastSeq, st.Version
 		}
+		if cur, err := l.store.UsesCursor(); err == nil {
+			s.Uses = &cur
+		}
 	}
 	b, _ := json.Marshal(s)
 	return b
@@ -238,6 +271,14 @@ func (l *Link) Run(ctx context.Context) error {
 		SetBinaryWill(l.topic(wire.KindStatus), l.status(false), 1, true).
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { l.receive(ctx, m) }).
 		SetOnConnectHandler(func(c mqtt.Client) { l.onConnect(c) }).
+		SetConnectionNotificationHandler(func(_ mqtt.Client, n mqtt.ConnectionNotification) {
+			switch n.(type) {
+			case mqtt.ConnectionNotificationBrokerFailed, mqtt.ConnectionNotificationFailed:
+				if !l.connected.Load() {
+					l.unreachOnce.Do(func() { close(l.unreachable) })
+				}
+			}
+		}).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			l.log.Warn("broker connection lost", "err", err)
 			l.connected.Store(false)
@@ -295,149 +336,6 @@ func (l *Link) connEvent(up bool) {
 	select {
 	case l.conn <- up:
 	case <-l.done:
-	}
-}
-
-type inflight struct {
-	first, last uint64
-	sentAt      time.Time
-}
-
-// uplink owns the in-flight window; only it publishes entries.
-func (l *Link) uplink(ctx context.Context) {
-	var (
-		window    []inflight
-		sentTo    uint64 // highest seq published since the last reset
-		lastHello time.Time
-		pending   string // a hello waiting for its rate limit
-	)
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	beat := time.NewTicker(l.o.Heartbeat)
-	defer beat.Stop()
-	publish := func(kind string, retain bool, b []byte) bool {
-		if !l.connected.Load() {
-			return false
-		}
-		t := l.client.Publish(l.topic(kind), 1, retain, b)
-		if t.WaitTimeout(0); t.Error() != nil {
-			l.log.Warn("publish failed", "topic", kind, "err", t.Error())
-			return false
-		}
-		return true
-	}
-	sendHello := func(reason string) {
-		st, err := l.store.SyncState()
-		if err != nil {
-			l.log.Error("read store", "err", err)
-			return
-		}
-		b, _ := json.Marshal(wire.Hello{V: wire.Version, Gate: l.o.Gate, Instance: l.inst, Event: l.event,
-			Version: st.Version, Reason: reason})
-		if publish(wire.KindHello, false, b) {
-			lastHello, pending = l.o.Now(), ""
-			l.log.Debug("hello sent", "reason", reason, "version", st.Version)
-		}
-	}
-	ping := func() {
-		b, _ := json.Marshal(wire.Batch{V: wire.Version, Gate: l.o.Gate, Instance: l.inst, SentAt: l.o.Now().UTC(),
-			ClockOffsetMs: l.offsetMs.Load(), Entries: []json.RawMessage{}})
-		publish(wire.KindEntries, false, b)
-	}
-	fill := func() {
-		for l.connected.Load() && len(window) < l.o.MaxInFlight {
-			out, err := l.store.Outbox(sentTo, l.o.BatchSize)
-			if err != nil {
-				l.log.Error("read outbox", "err", err)
-				return
-			}
-			if len(out) == 0 {
-				return
-			}
-			b := wire.Batch{V: wire.Version, Gate: l.o.Gate, Instance: l.inst, First: out[0].Seq, Last: out[len(out)-1].Seq,
-				SentAt: l.o.Now().UTC(), ClockOffsetMs: l.offsetMs.Load(), Entries: make([]json.RawMessage, len(out))}
-			for i, o := range out {
-				b.Entries[i] = o.Record
-			}
-			msg, err := json.Marshal(&b)
-			if err != nil {
-				l.log.Error("encode batch", "err", err)
-				return
-			}
-			if !publish(wire.KindEntries, false, msg) {
-				return
-			}
-			window = append(window, inflight{first: b.First, last: b.Last, sentAt: l.o.Now()})
-			sentTo = b.Last
-			l.count(func(s *Stats) { s.Sent += len(out) })
-		}
-	}
-	reset := func() { window, sentTo = nil, 0 }
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case up := <-l.conn:
-			reset()
-			if up {
-				publish(wire.KindStatus, true, l.status(true))
-				sendHello("connect")
-				ping()
-				fill()
-			}
-		case <-l.nudge:
-			fill()
-		case a := <-l.acks:
-			if a.Instance != l.inst {
-				continue // for an earlier store of this gate: nothing of ours
-			}
-			if now := l.o.Now(); !a.SentAt.IsZero() && now.Sub(a.SentAt) < time.Minute { // a stale ack says nothing of the clock
-				// NTP's estimate: the centre's time spent storing the batch
-				// is taken out of the round trip.
-				recv := a.ReceivedAt
-				if recv.IsZero() {
-					recv = a.CentreAt
-				}
-				off := (recv.Sub(a.SentAt) + a.CentreAt.Sub(now)) / 2
-				l.offsetMs.Store(off.Milliseconds())
-			}
-			if a.First == 0 {
-				continue
-			}
-			n, err := l.store.Acknowledge(a.First, a.Last)
-			if err != nil {
-				l.log.Error("delete acked outbox records", "err", err, "first", a.First, "last", a.Last)
-				continue
-			}
-			l.count(func(s *Stats) { s.Acked += n })
-			for i, w := range window {
-				if w.first == a.First {
-					window = append(window[:i], window[i+1:]...)
-					break
-				}
-			}
-			fill()
-		case reason := <-l.hello:
-			if pending == "" || reason == "gap" {
-				pending = reason
-			}
-		case <-tick.C:
-			if len(window) > 0 && l.o.Now().Sub(window[0].sentAt) > l.o.AckTimeout {
-				l.log.Warn("no ack from the centre: sending again from the first unacked entry",
-					"first", window[0].first, "waited", l.o.AckTimeout)
-				l.count(func(s *Stats) { s.AckTimeouts++ })
-				reset()
-			}
-			if pending != "" && l.o.Now().Sub(lastHello) > time.Second {
-				sendHello(pending)
-			}
-			fill()
-		case <-beat.C:
-			publish(wire.KindStatus, true, l.status(true))
-			if len(window) == 0 {
-				ping()
-			}
-		}
 	}
 }
 
@@ -511,6 +409,13 @@ func (l *Link) handle(m message, snap **snapshot) error {
 		}
 		return l.applyDelta(d)
 	case wire.KindLive:
+		if wire.PeekType(m.payload) == wire.TypeUses {
+			u, err := wire.OpenUses(m.payload, l.root, l.o.Venue, l.o.Gate)
+			if err != nil {
+				return err
+			}
+			return l.applyUses(u)
+		}
 		lv, err := wire.OpenLive(m.payload, l.root, l.o.Venue)
 		if err != nil {
 			return err
@@ -521,6 +426,15 @@ func (l *Link) handle(m message, snap **snapshot) error {
 			return l.chunk(m.payload, snap)
 		}
 		switch wire.PeekType(m.payload) {
+		case wire.TypeUses:
+			u, err := wire.OpenUses(m.payload, l.root, l.o.Venue, l.o.Gate)
+			if err != nil {
+				return err
+			}
+			if u.Gate == "" {
+				return errors.New("venue-wide uses on a gate's sync topic")
+			}
+			return l.applyUses(u)
 		case wire.TypeDelta:
 			d, err := wire.OpenDelta(m.payload, l.root)
 			if err != nil {
@@ -592,6 +506,45 @@ func (l *Link) applyLive(lv *wire.Live) error {
 	}
 	l.count(func(s *Stats) { s.LiveUses += n })
 	l.log.Debug("admissions at other gates stored", "new", n, "uses", len(ids))
+	return nil
+}
+
+// applyUses stores a run of the event's uses log and advances the cursor
+// over it in one transaction. A run that starts past the cursor means a
+// fan-out was missed (a broker that dropped it, a gate away): the gate
+// asks for the log from its cursor. A catch-up page that says More asks
+// for the next round; one that does not completes the catch-up.
+func (l *Link) applyUses(u *wire.Uses) error {
+	if u.Event != l.event {
+		return nil // another event's gates share the venue
+	}
+	ids := make([]verify.TicketID, len(u.Uses))
+	uses := make([]verify.Use, len(u.Uses))
+	for i, x := range u.Uses {
+		// Our own admissions too: a re-provisioned store lacks its earlier ones.
+		ids[i], uses[i] = x.Ticket, verify.Use{Seq: x.Seq, At: x.At, Gate: x.Gate}
+	}
+	from := u.From
+	if u.Restart {
+		l.log.Warn("the centre's uses log restarted below this gate's cursor: catching up from its start")
+		from = 0
+	}
+	n, cursor, err := l.store.ApplyUses(from, u.To, ids, uses)
+	if err != nil {
+		return fmt.Errorf("store uses from other gates: %w", err)
+	}
+	l.count(func(s *Stats) { s.LiveUses += n })
+	l.log.Debug("logged uses stored", "from", u.From, "to", u.To, "new", n, "cursor", cursor)
+	switch {
+	case u.From > cursor+1:
+		l.log.Info("missed admissions at other gates: asking for the uses log", "cursor", cursor, "from", u.From)
+		l.requestResync("uses")
+	case u.More:
+		l.requestResync("uses")
+	case u.Gate != "" && cursor >= u.Head:
+		l.log.Info("uses log caught up", "cursor", cursor)
+		l.caughtUpOnce.Do(func() { close(l.caughtUp) })
+	}
 	return nil
 }
 

@@ -177,11 +177,22 @@ func FuzzHandle(f *testing.F) {
 	f.Add("gated/v1/v/g1/sync", wire.Chunk(1, 0, nil))
 	f.Add("gated/v1/v/live", []byte(`{"type":"gated.sync.live.v1","payload":"e30=","sig":""}`))
 	f.Add("gated/v1/v/g1/ack", []byte("{}"))
+	// Genuine uses of another event: mutations no longer verify.
+	f.Add("gated/v1/v/live", fx.sign(f, wire.TypeUses, &wire.Uses{Venue: "v", Event: "X", From: 1, To: 1, Head: 1,
+		Uses: []wire.LoggedUse{{N: 1, Ticket: id(1), Gate: "g2"}}}))
+	f.Add("gated/v1/v/g1/sync", fx.sign(f, wire.TypeUses, &wire.Uses{Venue: "v", Gate: "g1", Event: "X", From: 1, To: 0, Head: 0}))
 	f.Fuzz(func(t *testing.T, topic string, b []byte) {
 		var snap *snapshot
 		before, _ := fx.store.SyncState()
+		cur0, _ := fx.store.UsesCursor()
 		err := fx.link.handle(message{topic, b}, &snap)
 		after, _ := fx.store.SyncState()
+		if cur, _ := fx.store.UsesCursor(); cur != cur0 {
+			t.Fatalf("an unsigned message moved the uses cursor: %d -> %d", cur0, cur)
+		}
+		if st, _ := fx.store.Stats(); st.Used != 0 {
+			t.Fatalf("an unsigned message stored %d uses", st.Used)
+		}
 		if after.Version != before.Version && err != nil {
 			t.Fatalf("a refused message changed the store: %v", err)
 		}

@@ -57,6 +57,7 @@ const (
 	TypeDelta    = "gated.sync.delta.v1"
 	TypeManifest = "gated.sync.manifest.v1"
 	TypeLive     = "gated.sync.live.v1"
+	TypeUses     = "gated.sync.uses.v1"
 )
 
 // Limits a parser enforces before doing any work.
@@ -66,6 +67,7 @@ const (
 	MaxDeltaItems = 5000    // tickets plus revocations in one Delta
 	MaxChunks     = 100000  // chunks of one snapshot
 	MaxLiveUses   = 5000
+	MaxPageUses   = 5000 // uses in one Uses message
 )
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -139,6 +141,9 @@ type Entry struct {
 	Verdict string        `json:"verdict"`
 	Reason  verify.Reason `json:"reason"`
 	Ticket  string        `json:"ticket"`
+	// Code is what the gate scanned, for an admission: the centre checks
+	// its signatures before it books the admission as a use.
+	Code string `json:"code,omitempty"`
 }
 
 // ParsedBatch is a Batch whose entries have been decoded and checked.
@@ -220,6 +225,10 @@ type Status struct {
 	LastSeq          uint64    `json:"last_seq,omitempty"`
 	WhitelistVersion uint64    `json:"whitelist_version,omitempty"`
 	ClockOffsetMs    int64     `json:"clock_offset_ms"`
+	// Uses is the gate's uses cursor (nil: a gate before the uses log):
+	// a gate behind the log's head gets a catch-up unasked, so a fan-out
+	// the broker lost in a quiet spell is made up within a heartbeat or so.
+	Uses *uint64 `json:"uses,omitempty"`
 }
 
 // ParseStatus decodes a Status from gate's status topic.
@@ -247,6 +256,10 @@ type Hello struct {
 	Event    string `json:"event"`
 	Version  uint64 `json:"version"`
 	Reason   string `json:"reason"`
+	// Uses is the gate's uses cursor: it holds every use of the event's
+	// uses log up to this number. Nil for gates that predate the log; the
+	// centre then sends them no pages.
+	Uses *uint64 `json:"uses,omitempty"`
 }
 
 // ParseHello decodes a Hello from gate's hello topic.
@@ -329,6 +342,37 @@ type Live struct {
 	Venue string    `json:"venue"`
 	Event string    `json:"event"`
 	Uses  []LiveUse `json:"uses"`
+}
+
+// LoggedUse is a first admission in the centre's numbered uses log of an
+// event.
+type LoggedUse struct {
+	N       uint64          `json:"n"` // its number in the event's uses log
+	Ticket  verify.TicketID `json:"ticket"`
+	Gate    string          `json:"gate"`
+	At      time.Time       `json:"at"`
+	Seq     uint64          `json:"seq"`
+	EntryID string          `json:"entry_id"`
+}
+
+// Uses is a run From..To of an event's uses log (centre -> gates, signed):
+// the live fan-out to a venue (Gate empty), or a catch-up page for one
+// gate. Uses holds every logged use numbered From..To, in order. Head is
+// the log's last number when sent; More says the centre stopped a
+// catch-up before Head, so the gate asks again once it applied this page.
+// Restart (a catch-up page only) says the gate's cursor is beyond the
+// log (the centre's books were restored from an older copy): the gate
+// takes To as its cursor and catches up from there.
+type Uses struct {
+	Venue   string      `json:"venue"`
+	Gate    string      `json:"gate,omitempty"`
+	Event   string      `json:"event"`
+	From    uint64      `json:"from"`
+	To      uint64      `json:"to"`
+	Head    uint64      `json:"head"`
+	More    bool        `json:"more,omitempty"`
+	Restart bool        `json:"restart,omitempty"`
+	Uses    []LoggedUse `json:"uses"`
 }
 
 // Sign seals a downlink document with the centre's root key.
@@ -428,6 +472,37 @@ func OpenLive(b []byte, root ed25519.PublicKey, venue string) (*Live, error) {
 		return nil, fmt.Errorf("live for venue %q with %d uses reached %q", l.Venue, len(l.Uses), venue)
 	}
 	return &l, nil
+}
+
+// OpenUses opens a Uses message and checks it is for this venue and, when
+// addressed to a gate, for this gate, and that its uses are exactly
+// From..To: a gate advances its cursor to To on the strength of it.
+func OpenUses(b []byte, root ed25519.PublicKey, venue, gate string) (*Uses, error) {
+	var u Uses
+	if err := Open(b, TypeUses, root, &u); err != nil {
+		return nil, err
+	}
+	if u.Venue != venue || (u.Gate != "" && u.Gate != gate) {
+		return nil, fmt.Errorf("uses for %s/%s reached %s/%s", u.Venue, u.Gate, venue, gate)
+	}
+	switch {
+	case u.Event == "" || len(u.Uses) > MaxPageUses:
+		return nil, fmt.Errorf("uses: event %q, %d uses", u.Event, len(u.Uses))
+	case len(u.Uses) == 0 && u.From != u.To+1:
+		return nil, fmt.Errorf("uses: empty page %d-%d", u.From, u.To)
+	case len(u.Uses) > 0 && (u.From == 0 || u.To < u.From || u.To-u.From+1 != uint64(len(u.Uses))):
+		return nil, fmt.Errorf("uses: %d uses numbered %d-%d", len(u.Uses), u.From, u.To)
+	case u.Head < u.To:
+		return nil, fmt.Errorf("uses: page %d-%d beyond head %d", u.From, u.To, u.Head)
+	case u.Restart && (u.Gate == "" || u.From != 1):
+		return nil, fmt.Errorf("uses: restart in a page from %d for gate %q", u.From, u.Gate)
+	}
+	for i, x := range u.Uses {
+		if x.N != u.From+uint64(i) {
+			return nil, fmt.Errorf("uses: use %d numbered %d in page %d-%d", i, x.N, u.From, u.To)
+		}
+	}
+	return &u, nil
 }
 
 // Snapshot chunks: "GSC1", the manifest's ID (8 bytes big-endian), the

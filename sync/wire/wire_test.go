@@ -143,6 +143,8 @@ func FuzzDownlink(f *testing.F) {
 	d, _ := Sign(TypeDelta, &Delta{Event: "e", Prev: 1, Version: 2}, priv)
 	a, _ := Sign(TypeAck, &Ack{Venue: "v", Gate: "g", First: 1, Last: 2}, priv)
 	l, _ := Sign(TypeLive, &Live{Venue: "v", Event: "e"}, priv)
+	us, _ := Sign(TypeUses, &Uses{Venue: "v", Event: "e", From: 1, To: 1, Head: 1, Uses: []LoggedUse{{N: 1}}}, priv)
+	f.Add(us)
 	f.Add(d)
 	f.Add(a)
 	f.Add(l)
@@ -154,6 +156,54 @@ func FuzzDownlink(f *testing.F) {
 		OpenDelta(b, pub)
 		OpenManifest(b, pub, "v", "g")
 		OpenLive(b, pub, "v")
+		if u, err := OpenUses(b, pub, "v", "g"); err == nil && uint64(len(u.Uses)) != u.To+1-u.From {
+			t.Fatalf("uses %d-%d opened with %d uses", u.From, u.To, len(u.Uses))
+		}
 		ParseChunk(b, m)
 	})
+}
+
+// TestOpenUses: a gate advances its cursor to To on the strength of a
+// Uses message, so one whose uses are not exactly From..To is refused.
+func TestOpenUses(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	u := func(ns ...uint64) []LoggedUse {
+		var out []LoggedUse
+		for _, n := range ns {
+			out = append(out, LoggedUse{N: n, Gate: "g2", Seq: n})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		msg  Uses
+		ok   bool
+	}{
+		{"live 1-2", Uses{Venue: "v", Event: "E", From: 1, To: 2, Head: 2, Uses: u(1, 2)}, true},
+		{"page for this gate", Uses{Venue: "v", Gate: "g1", Event: "E", From: 3, To: 3, Head: 9, More: true, Uses: u(3)}, true},
+		{"empty page at the head", Uses{Venue: "v", Gate: "g1", Event: "E", From: 4, To: 3, Head: 3}, true},
+		{"claims more than it holds", Uses{Venue: "v", Event: "E", From: 1, To: 5, Head: 5, Uses: u(1, 2)}, false},
+		{"numbers out of place", Uses{Venue: "v", Event: "E", From: 1, To: 2, Head: 2, Uses: u(2, 1)}, false},
+		{"empty page skipping numbers", Uses{Venue: "v", Gate: "g1", Event: "E", From: 1, To: 9, Head: 9}, false},
+		{"beyond the head", Uses{Venue: "v", Event: "E", From: 1, To: 2, Head: 1, Uses: u(1, 2)}, false},
+		{"starts at 0", Uses{Venue: "v", Event: "E", From: 0, To: 1, Head: 1, Uses: u(0, 1)}, false},
+		{"another venue", Uses{Venue: "w", Event: "E", From: 1, To: 1, Head: 1, Uses: u(1)}, false},
+		{"another gate", Uses{Venue: "v", Gate: "g2", Event: "E", From: 1, To: 1, Head: 1, Uses: u(1)}, false},
+		{"no event", Uses{Venue: "v", From: 1, To: 1, Head: 1, Uses: u(1)}, false},
+		{"restart page", Uses{Venue: "v", Gate: "g1", Event: "E", From: 1, To: 1, Head: 1, Restart: true, Uses: u(1)}, true},
+		{"restart venue-wide", Uses{Venue: "v", Event: "E", From: 1, To: 1, Head: 1, Restart: true, Uses: u(1)}, false},
+		{"restart not from 1", Uses{Venue: "v", Gate: "g1", Event: "E", From: 2, To: 2, Head: 2, Restart: true, Uses: u(2)}, false},
+	} {
+		b, err := Sign(TypeUses, &tc.msg, priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := OpenUses(b, pub, "v", "g1"); (err == nil) != tc.ok {
+			t.Errorf("%s: %v; want ok %v", tc.name, err, tc.ok)
+		}
+	}
+	b, _ := Sign(TypeLive, &Uses{Venue: "v", Event: "E", From: 1, To: 1, Head: 1, Uses: u(1)}, priv)
+	if _, err := OpenUses(b, pub, "v", "g1"); err == nil {
+		t.Error("a document of another type opened as Uses")
+	}
 }

@@ -54,8 +54,41 @@ func (s *Store) Used(id verify.TicketID) (*verify.Use, error) {
 // and the cursor after.
 func (s *Store) ApplyUses(from, to uint64, ids []verify.TicketID, uses []verify.Use) (int, uint64, error) {
 	n, cursor := 0, uint64(0)
-	err := s.joinCommit(func(tx *bolt.Tx) error {
-		n, cursor = 0, 0
+	err := s.joinCommit(applyUses(from, to, ids, uses, &n, &cursor))
+	return n, cursor, err
+}
+
+// ApplyUsesQueued is ApplyUses for the sync link, which applies messages one
+// at a time: it returns once the write has its place in the commit order
+// (every scan recorded after it sees the uses), without waiting for the
+// disk, so an idle gate is not held to one message per Options.LiveDelay
+// while its fsyncs still do not grow with the venue's admissions. A crash
+// before the commit loses the uses and the cursor together: the next
+// catch-up brings them again. Errors are logged by the store.
+func (s *Store) ApplyUsesQueued(from, to uint64, ids []verify.TicketID, uses []verify.Use) error {
+	var n int
+	var cursor uint64
+	return s.joinQueued(applyUses(from, to, ids, uses, &n, &cursor))
+}
+
+// Flush waits until every write queued before it is committed.
+func (s *Store) Flush() error {
+	return s.joinCommit(func(*bolt.Tx) error { return nil })
+}
+
+// NextUsesCursor is the cursor ApplyUses leaves after from..to on a store
+// holding cursor: the link mirrors it without reading the store.
+func NextUsesCursor(cursor, from, to uint64) uint64 {
+	if from == 0 || (from <= cursor+1 && to > cursor) {
+		return to
+	}
+	return cursor
+}
+
+func applyUses(from, to uint64, ids []verify.TicketID, uses []verify.Use, np *int, cursorp *uint64) func(*bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
+		n, cursor := 0, uint64(0)
+		defer func() { *np, *cursorp = n, cursor }()
 		m, b := tx.Bucket(bMeta), tx.Bucket(bUsed)
 		if v := m.Get(kUsesCursor); len(v) == 8 {
 			cursor = binary.BigEndian.Uint64(v)
@@ -73,11 +106,10 @@ func (s *Store) ApplyUses(from, to uint64, ids []verify.TicketID, uses []verify.
 			}
 			n++
 		}
-		if from == 0 || (from <= cursor+1 && to > cursor) {
-			cursor = to
+		if next := NextUsesCursor(cursor, from, to); next != cursor {
+			cursor = next
 			return m.Put(kUsesCursor, binary.BigEndian.AppendUint64(nil, cursor))
 		}
 		return nil
-	})
-	return n, cursor, err
+	}
 }

@@ -161,6 +161,7 @@ type Proof struct {
 func (c *Centre) Prove(b *wire.ParsedBatch) (*Proof, error) {
 	unproven, err := c.checkProofs(b)
 	if err != nil {
+		c.noteIngest(err) // the books' trust list could not be read: ingest is failing
 		return nil, err
 	}
 	return &Proof{unproven: unproven}, nil

@@ -47,7 +47,9 @@ type Store interface {
 	StageSnapshot(s *cache.Snapshot) (*cache.Staging, error)
 	MarkUsedBatch(ids []verify.TicketID, uses []verify.Use) (int, error)
 	UsesCursor() (uint64, error)
-	ApplyUses(from, to uint64, ids []verify.TicketID, uses []verify.Use) (int, uint64, error)
+	// ApplyUsesQueued stores a run of the uses log without waiting for the
+	// disk (cache.Store.ApplyUsesQueued); the link mirrors the cursor.
+	ApplyUsesQueued(from, to uint64, ids []verify.TicketID, uses []verify.Use) error
 }
 
 // Options configure a Link. Broker, Venue and Gate are required; the zero
@@ -134,8 +136,14 @@ type Link struct {
 
 	caughtUp     chan struct{} // closed when the first catch-up after Run is complete
 	caughtUpOnce sync.Once
-	unreachable  chan struct{} // closed when a connection attempt failed before any succeeded
-	unreachOnce  sync.Once
+	// usesCursor mirrors the store's uses cursor (cache.NextUsesCursor),
+	// read once: the downlink goroutine is its only writer, and the store
+	// applies its writes in order, so the link need not wait for the disk
+	// to know where the log stands.
+	usesCursor      uint64
+	usesCursorKnown bool
+	unreachable     chan struct{} // closed when a connection attempt failed before any succeeded
+	unreachOnce     sync.Once
 
 	connected atomic.Bool
 	offsetMs  atomic.Int64
@@ -154,7 +162,7 @@ type message struct {
 type Stats struct {
 	Sent, Acked, Resent  int // entries
 	Deltas, Snapshots    int // applied
-	LiveUses             int // uses from other gates stored
+	LiveUses             int // uses from other gates received (logged uses: queued for the store)
 	Rejected             int // downlink messages ignored for failing checks
 	Resyncs, AckTimeouts int
 }
@@ -529,12 +537,23 @@ func (l *Link) applyUses(u *wire.Uses) error {
 		l.log.Warn("the centre's uses log restarted below this gate's cursor: catching up from its start")
 		from = 0
 	}
-	n, cursor, err := l.store.ApplyUses(from, u.To, ids, uses)
-	if err != nil {
+	if !l.usesCursorKnown {
+		c, err := l.store.UsesCursor()
+		if err != nil {
+			return fmt.Errorf("read the uses cursor: %w", err)
+		}
+		l.usesCursor, l.usesCursorKnown = c, true
+	}
+	// Queued, not waited for: a gate that is not scanning commits joined
+	// writes at most once per LiveDelay, and waiting for each message
+	// would hold it to that many messages a second in a busy venue.
+	if err := l.store.ApplyUsesQueued(from, u.To, ids, uses); err != nil {
 		return fmt.Errorf("store uses from other gates: %w", err)
 	}
-	l.count(func(s *Stats) { s.LiveUses += n })
-	l.log.Debug("logged uses stored", "from", u.From, "to", u.To, "new", n, "cursor", cursor)
+	cursor := cache.NextUsesCursor(l.usesCursor, from, u.To)
+	l.usesCursor = cursor
+	l.count(func(s *Stats) { s.LiveUses += len(ids) })
+	l.log.Debug("logged uses queued", "from", u.From, "to", u.To, "uses", len(ids), "cursor", cursor)
 	switch {
 	case u.From > cursor+1:
 		l.log.Info("missed admissions at other gates: asking for the uses log", "cursor", cursor, "from", u.From)

@@ -186,6 +186,9 @@ func FuzzHandle(f *testing.F) {
 		before, _ := fx.store.SyncState()
 		cur0, _ := fx.store.UsesCursor()
 		err := fx.link.handle(message{topic, b}, &snap)
+		if err := fx.store.Flush(); err != nil {
+			t.Fatal(err)
+		}
 		after, _ := fx.store.SyncState()
 		if cur, _ := fx.store.UsesCursor(); cur != cur0 {
 			t.Fatalf("an unsigned message moved the uses cursor: %d -> %d", cur0, cur)

@@ -19,9 +19,9 @@ type spyStore struct {
 	snapshots []uint64
 }
 
-func (s *spyStore) ApplySnapshot(sn *cache.Snapshot) (*verify.TrustList, error) {
+func (s *spyStore) StageSnapshot(sn *cache.Snapshot) (*cache.Staging, error) {
 	s.snapshots = append(s.snapshots, sn.Version)
-	return nil, nil
+	return nil, cache.ErrStale // the link then drops it quietly
 }
 
 // TestLinkRefusesOlderSnapshot: the link does not even start receiving a

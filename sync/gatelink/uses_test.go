@@ -1,6 +1,8 @@
 package gatelink
 
 import (
+	"github.com/gated-dev/gated/cache"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -67,6 +69,9 @@ func TestApplyUses(t *testing.T) {
 		if (err != nil) != st.refused {
 			t.Errorf("%s: err %v; refused %v", st.name, err, st.refused)
 		}
+		if err := f.store.Flush(); err != nil {
+			t.Fatal(err)
+		}
 		if cur, _ := f.store.UsesCursor(); cur != st.cursor {
 			t.Errorf("%s: cursor %d; want %d", st.name, cur, st.cursor)
 		}
@@ -89,5 +94,59 @@ func TestApplyUses(t *testing.T) {
 	}
 	if u, _ := f.store.Used(id(6)); u != nil {
 		t.Error("a use from a forged message was stored")
+	}
+}
+
+// TestIdleGateAppliesUsesWithoutWaiting: a gate that is not scanning
+// commits joined writes at most once per LiveDelay; the link must not wait
+// for each message's commit, or a busy venue's fan-out would outrun it
+// (ten messages a second at the default 100 ms). With a LiveDelay of an
+// hour, waiting would block the first message for an hour.
+func TestIdleGateAppliesUsesWithoutWaiting(t *testing.T) {
+	f := newFixture(t)
+	dir := filepath.Dir(f.store.Path())
+	f.store.Close()
+	st, err := cache.Open(dir, &cache.Options{NoSync: true, LiveDelay: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(st, Options{Broker: "tcp://127.0.0.1:1", Venue: "v", Gate: "g1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().UTC().Truncate(time.Second)
+	const n = 30
+	done := make(chan error, 1)
+	go func() {
+		var snap *snapshot
+		for i := uint64(1); i <= n; i++ {
+			m := f.sign(t, wire.TypeUses, &wire.Uses{Venue: "v", Event: "E", From: i, To: i, Head: i,
+				Uses: []wire.LoggedUse{{N: i, Ticket: id(byte(i)), Gate: "g2", At: at, Seq: i, EntryID: "x-1"}}})
+			if err := l.handle(message{wire.VenueTopic("v", wire.KindLive), m}, &snap); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the link waits for each uses message's commit")
+	}
+	// Close commits what was queued.
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = cache.Open(dir, &cache.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if cur, err := st.UsesCursor(); err != nil || cur != n {
+		t.Fatalf("uses cursor after close %d, %v; want %d", cur, err, n)
 	}
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: vet, race-enabled tests, a CGO_ENABLED=0 build, and
+# The whole test suite: vet, staticcheck, race-enabled tests, a CGO_ENABLED=0 build, and
 # every fuzz target briefly. As root on Debian it first installs the real
 # peers the tests talk to (mosquitto, zbarimg, tmux, systemd-analyze,
 # PostgreSQL, Chromium, the arm64 cross compiler).
@@ -21,6 +21,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 fi
 FUZZTIME=${FUZZTIME:-3s}
 echo "== go vet"; go vet ./...
+# staticcheck at a pinned version, fetched through the module proxy like any module.
+echo "== staticcheck"; go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 echo "== go test -race"; go test -race -count=1 -timeout 20m ./...
 echo "== CGO_ENABLED=0 build"; CGO_ENABLED=0 go build -o /dev/null ./...
 echo "== fuzz ($FUZZTIME each)"

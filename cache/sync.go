@@ -68,7 +68,7 @@ func (s *Store) Acknowledge(first, last uint64) (int, error) {
 		b := tx.Bucket(bOutbox)
 		var keys [][]byte
 		c := b.Cursor()
-		for k, _ := c.Seek(binary.BigEndian.AppendUint64(nil, first)); k != nil && len(k) == 8 && binary.BigEndian.Uint64(k) <= last; k, _ = c.Next() {
+		for k, _ := c.Seek(binary.BigEndian.AppendUint64(nil, first)); len(k) == 8 && binary.BigEndian.Uint64(k) <= last; k, _ = c.Next() {
 			keys = append(keys, bytes.Clone(k))
 		}
 		// Deleting under a moving cursor skips keys in bbolt; delete after.

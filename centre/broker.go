@@ -66,6 +66,11 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = wire.MaxMessage + 1024
 	caps.MaximumClientWritesPending = 16 * 1024 // a snapshot is a few thousand chunks
+	// A gate away keeps its session (and queued messages) for a week, not
+	// forever: a removed or replaced box must not hold memory for good.
+	// Nothing depends on the queue for correctness: a returning gate
+	// resubscribes and catches up on deltas and the uses log by hello.
+	caps.MaximumSessionExpiryInterval = 7 * 24 * 3600
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(boundedLog{o.Logger.Handler()})})
 	hook := &aclHook{auth: o.Auth, certAuth: o.CertAuth, anon: o.AllowAnonymous, log: o.Logger, ids: map[*mqtt.Client]gateID{}}
 	if err := srv.AddHook(hook, nil); err != nil {

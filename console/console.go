@@ -134,9 +134,7 @@ type logWriter struct{ s *Screen }
 func (l logWriter) Write(b []byte) (int, error) {
 	l.s.mu.Lock()
 	defer l.s.mu.Unlock()
-	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-		l.s.logs = append(l.s.logs, line)
-	}
+	l.s.logs = append(l.s.logs, strings.Split(strings.TrimRight(string(b), "\n"), "\n")...)
 	if n := len(l.s.logs); n > maxLogs {
 		l.s.logs = append([]string(nil), l.s.logs[n-maxLogs:]...)
 	}

@@ -78,6 +78,8 @@ type Tx interface {
 
 // Stop, returned by a Scan function, ends the scan early without an
 // error.
+//
+//lint:ignore ST1012 Stop is a signal, like filepath.SkipDir, not a failure
 var Stop = errors.New("kv: stop scan")
 
 // ErrReadOnly is returned by Put and Delete in a View transaction.

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -45,6 +44,8 @@ type HIDBus interface {
 }
 
 // ErrHIDUnavailable is returned when this build has no USB HID support.
+//
+//lint:ignore ST1005 it ends with the scheme serial:, which the operator types
 var ErrHIDUnavailable = errors.New("USB HID is unavailable in this build of gated (built with CGO_ENABLED=0; github.com/karalabe/usb needs cgo): rebuild with CGO_ENABLED=1, or switch the scanner to USB serial mode and use serial:")
 
 // HID reads a USB scanner in HID POS or keyboard-wedge mode.
@@ -59,9 +60,6 @@ type HID struct {
 	now      func() time.Time
 	log      *slog.Logger
 	backoff  Backoff
-
-	mu  sync.Mutex
-	dev HIDDevice
 }
 
 func newHIDFromQuery(where string, md *Model, q url.Values, env Env) (*HID, error) {

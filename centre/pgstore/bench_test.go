@@ -52,7 +52,7 @@ func BenchmarkIngest(b *testing.B) {
 		run(b, s)
 	})
 	b.Run("bbolt", func(b *testing.B) {
-		s, err := centre.OpenBoltIngest(filepath.Join(b.TempDir(), fmt.Sprint("i.db")))
+		s, err := centre.OpenBoltIngest(filepath.Join(b.TempDir(), "i.db"))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -160,8 +160,8 @@ func testSIGKILL(t *testing.T, external bool) {
 	if len(want) < n {
 		t.Fatalf("journal has %d entries", len(want))
 	}
-	serve = v.startServe(broker)
-	gate = v.startGate("g1", broker)
+	v.startServe(broker)
+	v.startGate("g1", broker)
 	waitFor(t, time.Minute, "the centre holds every journal entry", func() bool { return len(v.entries()) >= len(want) })
 	time.Sleep(500 * time.Millisecond)
 	checkExactlyOnce(t, v.entries(), want)

@@ -224,7 +224,7 @@ func TestMoveBooks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, stderr := gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", url)
+	code, _, stderr := gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", url)
 	held.Close()
 	if code != 1 || !strings.Contains(stderr, "stop gatesync serve first") {
 		t.Errorf("while serve runs: exit %d, %q; want 1, stop gatesync serve first", code, stderr)
@@ -240,7 +240,7 @@ func TestMoveBooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	sdb.Close()
-	code, stdout, stderr = gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", full)
+	code, _, stderr = gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", full)
 	if code != 1 || !strings.Contains(stderr, "sales books in PostgreSQL are not empty: table gatesync_sales holds 1 keys") {
 		t.Errorf("sales books not empty: exit %d, %q; want 1, not empty", code, stderr)
 	}
@@ -255,7 +255,7 @@ func TestMoveBooks(t *testing.T) {
 	defer pg.Close()
 	sql(t, url, `CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$;
 		CREATE TRIGGER boom BEFORE INSERT ON conflicts FOR EACH STATEMENT EXECUTE FUNCTION boom()`)
-	code, stdout, stderr = gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", url)
+	code, _, stderr = gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", url)
 	if code != 1 || !strings.Contains(stderr, "disk on fire") || !strings.Contains(stderr, "nothing was moved") {
 		t.Errorf("failing move: exit %d, %q; want 1, nothing was moved", code, stderr)
 	}
@@ -263,7 +263,7 @@ func TestMoveBooks(t *testing.T) {
 	checkEmpty(t, url)
 	sql(t, url, `DROP TRIGGER boom ON conflicts`)
 
-	code, stdout, stderr = gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", url)
+	code, stdout, stderr := gatesync(t, m.now, "move-books", "--dir", m.dir, "--to", url)
 	if code != 0 {
 		t.Fatalf("move-books: exit %d\n%s%s", code, stdout, stderr)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gated-dev/gated/kv"
 	bolt "go.etcd.io/bbolt"
+	bolterr "go.etcd.io/bbolt/errors"
 )
 
 // DB is a kv.DB in a bbolt file. bbolt runs one read-write transaction at
@@ -23,7 +24,7 @@ type DB struct {
 // open is waited for up to five seconds, then refused.
 func Open(path string) (*DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterr.ErrTimeout) {
 		return nil, fmt.Errorf("open %s: another process holds it open (stop it, or give this one its own file)", path)
 	}
 	if err != nil {

@@ -515,7 +515,7 @@ func testScanLarge(t *testing.T, open func(t *testing.T) kv.DB) {
 					return err
 				}
 				if string(other) != strconv.Itoa(n-1-i) {
-					return fmt.Errorf("Get during the scan = %q; want %d", other, n-1-i)
+					return fmt.Errorf("get during the scan = %q; want %d", other, n-1-i)
 				}
 				if err := tx.Put("index", v, k); err != nil {
 					return err
@@ -625,7 +625,7 @@ func testRollback(t *testing.T, open func(t *testing.T) kv.DB) {
 						return err
 					}
 					if v, err := tx.Get("r", []byte("keep")); err != nil || string(v) != "new" {
-						return fmt.Errorf("Get before the error = %q, %v", v, err)
+						return fmt.Errorf("get before the error = %q, %v", v, err)
 					}
 					return c.ret
 				})

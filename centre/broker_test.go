@@ -10,7 +10,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/wire"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 

@@ -16,8 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 	bolt "go.etcd.io/bbolt"
 	bolterr "go.etcd.io/bbolt/errors"
 )

@@ -6,8 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 	bolt "go.etcd.io/bbolt"
 )
 

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/wire"
 	bolt "go.etcd.io/bbolt"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/wire"
 )
 
 // TestGateOnlineFollowsHeartbeat: a gate that stops sending status (no will

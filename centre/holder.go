@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 	bolt "go.etcd.io/bbolt"
 )
 

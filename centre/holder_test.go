@@ -3,8 +3,8 @@ package centre
 import (
 	"testing"
 
-	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 )
 
 // Masked holders reach gates: in the bundle, in the issue delta, and in a

@@ -14,9 +14,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/gate/cache"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 	bolt "go.etcd.io/bbolt"
 )
 

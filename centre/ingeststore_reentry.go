@@ -3,8 +3,8 @@ package centre
 import (
 	"encoding/json"
 
-	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 	bolt "go.etcd.io/bbolt"
 )
 

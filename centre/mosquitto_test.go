@@ -14,8 +14,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/gated-dev/gated/sync/mqtttest"
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/internal/mqtttest"
+	"github.com/gated-dev/gated/wire"
 )
 
 const deployDir = "../deploy/mosquitto"

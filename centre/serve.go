@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/wire"
 )
 
 // Bus is what the sync server needs of an MQTT connection: the embedded

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/wire"
 )
 
 // memBus records what the server publishes.

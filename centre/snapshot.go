@@ -3,7 +3,7 @@ package centre
 import (
 	"encoding/json"
 
-	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/gate/cache"
 	"github.com/gated-dev/gated/verify"
 	bolt "go.etcd.io/bbolt"
 )

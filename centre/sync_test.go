@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 )
 
 func newCentre(t testing.TB) (*Centre, string) {

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
-	"github.com/gated-dev/gated/scanner"
+	"github.com/gated-dev/gated/gate/cache"
+	"github.com/gated-dev/gated/gate/scanner"
 	"github.com/gated-dev/gated/verify"
 )
 

@@ -11,9 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/gate/cache"
+	"github.com/gated-dev/gated/gate/scanner"
 	"github.com/gated-dev/gated/internal/ratelog"
-	"github.com/gated-dev/gated/scanner"
 	"github.com/gated-dev/gated/verify"
 )
 

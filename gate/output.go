@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/gate/cache"
 )
 
 // JSONLines writes one JSON object per decision, the same record as the journal.

@@ -5,7 +5,7 @@
 //
 //	go run ./bench/ingest [-gates 8] [-backlog 10000] [-instances 1,2] [-runs 3] [-bbolt=false]
 //
-// Each run starts a fresh deployment (centre/pgstore/scaleouttest): a
+// Each run starts a fresh deployment (internal/scaleouttest): a
 // throwaway PostgreSQL with fsync on, mosquitto with passwords and the
 // deploy ACL, the instances, and gated run for each gate with its backlog
 // written into its outbox beforehand. The clock runs from the moment every
@@ -25,7 +25,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gated-dev/gated/centre/pgstore/scaleouttest"
+	"github.com/gated-dev/gated/internal/scaleouttest"
 )
 
 // tb lets the harness run outside a test: Fatalf ends the program,

@@ -28,7 +28,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/gate/cache"
 	"github.com/gated-dev/gated/verify"
 )
 

@@ -28,10 +28,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gated-dev/gated/centre/pgstore/pgtest"
+	"github.com/gated-dev/gated/centre/sales"
+	"github.com/gated-dev/gated/centre/wxpay"
+	"github.com/gated-dev/gated/internal/pgtest"
 	"github.com/gated-dev/gated/kv/pgkv"
-	"github.com/gated-dev/gated/sales"
-	"github.com/gated-dev/gated/wxpay"
 )
 
 type login struct{}

@@ -28,8 +28,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
-	"github.com/gated-dev/gated/sync/mqtttest"
+	"github.com/gated-dev/gated/gate/cache"
+	"github.com/gated-dev/gated/internal/mqtttest"
 	"github.com/gated-dev/gated/verify"
 )
 

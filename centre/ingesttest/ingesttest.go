@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
-	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 )
 
 // Opener returns n handles on one new, empty store: separate connections

@@ -12,9 +12,9 @@ import (
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/centre/ingesttest"
 	"github.com/gated-dev/gated/centre/pgstore"
-	"github.com/gated-dev/gated/centre/pgstore/pgtest"
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/internal/pgtest"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 )
 
 var moveAt = time.Date(2026, 11, 23, 17, 0, 0, 123456000, time.UTC)

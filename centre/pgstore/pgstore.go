@@ -25,10 +25,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
 	"github.com/gated-dev/gated/centre"
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/gate/cache"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"

@@ -12,9 +12,9 @@ import (
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/centre/ingesttest"
 	"github.com/gated-dev/gated/centre/pgstore"
-	"github.com/gated-dev/gated/centre/pgstore/pgtest"
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/internal/pgtest"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 	"github.com/jackc/pgx/v5"
 )
 

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/sync/mqtttest"
+	"github.com/gated-dev/gated/internal/mqtttest"
 )
 
 // clockPhase is a span of the test: the clock file's content, and how

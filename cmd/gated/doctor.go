@@ -18,10 +18,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
 	"github.com/gated-dev/gated/gate"
+	"github.com/gated-dev/gated/gate/cache"
+	"github.com/gated-dev/gated/gate/scanner"
 	"github.com/gated-dev/gated/internal/cli"
-	"github.com/gated-dev/gated/scanner"
 	"golang.org/x/sys/unix"
 )
 

@@ -12,8 +12,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
 	"github.com/gated-dev/gated/gate"
+	"github.com/gated-dev/gated/gate/cache"
 	"github.com/gated-dev/gated/internal/cli"
 	"github.com/gated-dev/gated/verify"
 )

@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
 	"github.com/gated-dev/gated/gate"
+	"github.com/gated-dev/gated/gate/cache"
 	"github.com/gated-dev/gated/internal/cli"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/gate/cache"
 )
 
 // TestRetention runs the whole path: decisions, the centre's ack (made on

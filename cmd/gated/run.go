@@ -12,11 +12,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
 	"github.com/gated-dev/gated/gate"
+	"github.com/gated-dev/gated/gate/cache"
+	"github.com/gated-dev/gated/gate/gatelink"
+	"github.com/gated-dev/gated/gate/scanner"
 	"github.com/gated-dev/gated/internal/cli"
-	"github.com/gated-dev/gated/scanner"
-	"github.com/gated-dev/gated/sync/gatelink"
 	"github.com/gated-dev/gated/verify"
 )
 

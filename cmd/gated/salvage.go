@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/gate/cache"
 	"github.com/gated-dev/gated/internal/cli"
 )
 

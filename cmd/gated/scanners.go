@@ -8,8 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gated-dev/gated/gate/scanner"
 	"github.com/gated-dev/gated/internal/cli"
-	"github.com/gated-dev/gated/scanner"
 	"go.bug.st/serial/enumerator"
 )
 

@@ -17,15 +17,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
-	"github.com/gated-dev/gated/clock"
-	"github.com/gated-dev/gated/console"
 	"github.com/gated-dev/gated/gate"
+	"github.com/gated-dev/gated/gate/cache"
+	"github.com/gated-dev/gated/gate/clock"
+	"github.com/gated-dev/gated/gate/console"
+	"github.com/gated-dev/gated/gate/gatelink"
+	"github.com/gated-dev/gated/gate/ops"
+	"github.com/gated-dev/gated/gate/scanner"
 	"github.com/gated-dev/gated/internal/daemonlog"
-	"github.com/gated-dev/gated/ops"
-	"github.com/gated-dev/gated/scanner"
 	"github.com/gated-dev/gated/sdnotify"
-	"github.com/gated-dev/gated/sync/gatelink"
 	"github.com/gated-dev/gated/verify"
 )
 

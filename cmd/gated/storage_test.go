@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/cache"
+	"github.com/gated-dev/gated/gate/cache"
 )
 
 // crashed reports whether a command died of a panic or a fault rather

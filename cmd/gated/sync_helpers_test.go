@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/sync/mqtttest"
+	"github.com/gated-dev/gated/internal/mqtttest"
 )
 
 type proc struct {

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
-	"github.com/gated-dev/gated/sync/mqtttest"
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/internal/mqtttest"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 )
 
 // The broker is down while two gates admit 10,000 scans; when it comes

@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/sync/mqtttest"
-	"github.com/gated-dev/gated/sync/wire"
+	"github.com/gated-dev/gated/internal/mqtttest"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 )
 
 // gateEntries is how many entries the centre booked from gate (its state in

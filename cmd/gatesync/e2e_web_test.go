@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/ticketpage/headless"
 	"github.com/gated-dev/gated/qr"
-	"github.com/gated-dev/gated/ticketpage/headless"
 	"github.com/gated-dev/gated/verify"
 )
 

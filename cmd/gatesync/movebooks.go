@@ -16,11 +16,11 @@ import (
 
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/centre/pgstore"
+	"github.com/gated-dev/gated/centre/sales"
 	"github.com/gated-dev/gated/internal/cli"
 	"github.com/gated-dev/gated/kv"
 	"github.com/gated-dev/gated/kv/boltkv"
 	"github.com/gated-dev/gated/kv/pgkv"
-	"github.com/gated-dev/gated/sales"
 )
 
 // moveChunk is how many records move-books reads and inserts at a time.

@@ -18,14 +18,14 @@ import (
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/centre/ingesttest"
 	"github.com/gated-dev/gated/centre/pgstore"
-	"github.com/gated-dev/gated/centre/pgstore/pgtest"
+	"github.com/gated-dev/gated/centre/sales"
 	"github.com/gated-dev/gated/internal/cli"
+	"github.com/gated-dev/gated/internal/pgtest"
 	"github.com/gated-dev/gated/kv"
 	"github.com/gated-dev/gated/kv/boltkv"
 	"github.com/gated-dev/gated/kv/pgkv"
-	"github.com/gated-dev/gated/sales"
-	"github.com/gated-dev/gated/sync/wire"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 	"github.com/jackc/pgx/v5"
 )
 

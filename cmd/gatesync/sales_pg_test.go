@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/centre/pgstore/pgtest"
+	"github.com/gated-dev/gated/centre/sales"
+	"github.com/gated-dev/gated/centre/wxpay"
+	"github.com/gated-dev/gated/centre/wxpay/wxpaytest"
 	"github.com/gated-dev/gated/internal/lockedbuf"
-	"github.com/gated-dev/gated/sales"
-	"github.com/gated-dev/gated/wxpay"
-	"github.com/gated-dev/gated/wxpay/wxpaytest"
+	"github.com/gated-dev/gated/internal/pgtest"
 	"github.com/jackc/pgx/v5"
 )
 

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/centre/pgstore/scaleouttest"
 	"github.com/gated-dev/gated/internal/cli"
+	"github.com/gated-dev/gated/internal/scaleouttest"
 )
 
 // TestScaleOutExactlyOnce runs two gatesync serve instances on one

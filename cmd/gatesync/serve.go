@@ -22,14 +22,14 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/dashboard"
 	"github.com/gated-dev/gated/centre/pgstore"
-	"github.com/gated-dev/gated/dashboard"
+	"github.com/gated-dev/gated/centre/sales"
+	"github.com/gated-dev/gated/centre/ticketpage"
 	"github.com/gated-dev/gated/internal/cli"
-	"github.com/gated-dev/gated/sales"
 	"github.com/gated-dev/gated/sdnotify"
-	"github.com/gated-dev/gated/sync/wire"
-	"github.com/gated-dev/gated/ticketpage"
 	"github.com/gated-dev/gated/verify"
+	"github.com/gated-dev/gated/wire"
 )
 
 func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {

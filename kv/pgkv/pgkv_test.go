@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gated-dev/gated/centre/pgstore/pgtest"
+	"github.com/gated-dev/gated/internal/pgtest"
 	"github.com/gated-dev/gated/kv"
 	"github.com/gated-dev/gated/kv/kvtest"
 	"github.com/gated-dev/gated/kv/pgkv"

@@ -1,0 +1,78 @@
+package dashboard
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/wire"
+)
+
+// BenchmarkRefresh measures the poller against books of 20,000 entries
+// from 10 gates: "first" is a dashboard's first look (every entry), "idle"
+// a later look with nothing new, "new100" a look at 100 new entries.
+func BenchmarkRefresh(b *testing.B) {
+	dir := b.TempDir()
+	if err := centre.Init(dir, nil); err != nil {
+		b.Fatal(err)
+	}
+	c, err := centre.Open(dir, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ts, err := c.Issue(centre.IssueRequest{Event: "E", Count: 100})
+	if err != nil {
+		b.Fatal(err)
+	}
+	seq := map[string]uint64{}
+	ingest := func(gate string, n int) {
+		bt := wire.Batch{V: wire.Version, Gate: gate, Instance: gate + ".i", First: seq[gate] + 1, Last: seq[gate] + uint64(n)}
+		for range n {
+			seq[gate]++
+			e, _ := json.Marshal(map[string]any{"seq": seq[gate], "id": fmt.Sprintf("%s.i-%d", gate, seq[gate]), "gate": gate, "event": "E",
+				"verdict": "deny", "reason": "already_used", "ticket": ts[seq[gate]%100].ID.String(), "at": time.Now().UTC()})
+			bt.Entries = append(bt.Entries, e)
+		}
+		raw, _ := json.Marshal(bt)
+		p, err := wire.ParseBatch(raw, gate)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Ingest("arena", p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range 200 {
+		ingest(fmt.Sprintf("g%d", i%10), 100)
+	}
+	b.Run("first", func(b *testing.B) {
+		for b.Loop() {
+			d, _ := New(c, Options{Token: "t"})
+			if err := d.refresh(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	d, _ := New(c, Options{Token: "t"})
+	d.refresh()
+	b.Run("idle", func(b *testing.B) {
+		for b.Loop() {
+			if err := d.refresh(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("new100", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			ingest("g1", 100)
+			b.StartTimer()
+			if err := d.refresh(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -28,7 +28,7 @@ func check(t *testing.T, c *Centre, code string, now time.Time) verify.Reason {
 	if err != nil {
 		return verify.ReasonMalformed
 	}
-	if r := verify.NewVerifier(verify.Policy{Event: "E"}, tl).Check(tok, now, nil); r.Reason != "" {
+	if r := verify.NewVerifier(verify.Policy{Event: "E"}, tl).Check(tok, now, nil).Result(); r != verify.Passed {
 		return r.Reason
 	}
 	return verify.ReasonOK

@@ -139,8 +139,8 @@ func proveAdmission(v *verify.Verifier, trust *verify.TrustList, short map[verif
 	if k, ok := trust.Key(tok.Credential.KeyID); ok && tok.Kind != verify.KindRotatingShort && !k.ValidAt(at) {
 		at = k.NotBefore
 	}
-	switch r := v.Check(tok, at, entry); r.Reason {
-	case "", verify.ReasonNotYetValid, verify.ReasonExpired, verify.ReasonStaleCode:
+	switch r := v.Check(tok, at, entry).Result(); r.Reason {
+	case verify.ReasonPassed, verify.ReasonNotYetValid, verify.ReasonExpired, verify.ReasonStaleCode:
 		return "", ""
 	case verify.ReasonWrongEvent:
 		return AlertOtherEvent, r.Detail

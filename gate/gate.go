@@ -93,7 +93,7 @@ func (g *Gate) check(v *verify.Verifier, s scanner.Scan) (sc cache.Scan) {
 	defer func() {
 		if r := recover(); r != nil {
 			g.log.Error("scan check panicked", "panic", r, "scanner", s.Source, "scan", fmt.Sprintf("%q", s.Data))
-			sc.Token, sc.Pre = nil, verify.Result{Reason: verify.ReasonMalformed, Detail: "scan could not be checked"}
+			sc.Checked, sc.Token, sc.Pre = nil, nil, verify.Result{Reason: verify.ReasonMalformed, Detail: "scan could not be checked"}
 		}
 	}()
 	if s.Truncated {
@@ -101,15 +101,15 @@ func (g *Gate) check(v *verify.Verifier, s scanner.Scan) (sc cache.Scan) {
 	} else if tok, err := verify.Parse(s.Data); err != nil {
 		sc.Pre = verify.Result{Reason: verify.ReasonMalformed, Detail: err.Error()}
 	} else {
-		sc.Token, sc.Code = tok, string(bytes.TrimRight(s.Data, "\r\n"))
+		sc.Code = string(bytes.TrimRight(s.Data, "\r\n"))
 		var entry *verify.TicketEntry
 		if tok.Kind == verify.KindRotatingShort {
-			if entry, err = g.store.Entry(tok.Credential.Ticket); err != nil {
-				sc.Pre = verify.Result{Reason: verify.ReasonStorageFailure, Detail: err.Error()}
-			}
+			entry, err = g.store.Entry(tok.Credential.Ticket)
 		}
-		if sc.Pre.Reason == "" {
-			sc.Pre = v.Check(tok, sc.At, entry)
+		if err != nil {
+			sc.Token, sc.Pre = tok, verify.Result{Reason: verify.ReasonStorageFailure, Detail: err.Error()}
+		} else {
+			sc.Checked = v.Check(tok, sc.At, entry)
 		}
 	}
 	return sc

@@ -103,11 +103,46 @@ const (
 	DefaultMaxCodeSkew = 10 * time.Second
 )
 
-// Result is a verdict with its reason and a detail for people.
+// ReasonPassed is the reason of Passed. It is not a verdict and never
+// appears in a journal record, so Reasons does not list it.
+const ReasonPassed Reason = "passed"
+
+// Result is a verdict with its reason and a detail for people, or Passed.
 type Result struct {
 	Reason Reason
 	Detail string
 }
+
+// Passed is Check's result when every stateless check passed. It is not a
+// verdict: Decide gives that.
+var Passed = Result{Reason: ReasonPassed}
+
+// Checked is a token as Check left it: its result and, for a short rotating
+// code whose device signature verified, the credential completed from the
+// whitelist. Only Check makes one that passed; Decide takes nothing else.
+type Checked struct {
+	kind     Kind
+	cred     Credential
+	codeTime time.Time
+	res      Result
+}
+
+// Result is Passed, or the DENY that stopped the checks.
+func (c *Checked) Result() Result { return c.res }
+
+// Passed reports whether every stateless check passed.
+func (c *Checked) Passed() bool { return c.res == Passed }
+
+// Kind is how the ticket was presented.
+func (c *Checked) Kind() Kind { return c.kind }
+
+// CodeTime is the time the phone signed a rotating code; zero for a static one.
+func (c *Checked) CodeTime() time.Time { return c.codeTime }
+
+// Credential is the ticket's credential. For a short rotating code it holds
+// only Ticket and Serial until the device signature verified, and then also
+// what the whitelist says: Event, Flags, validity, Zone and DeviceKey.
+func (c *Checked) Credential() Credential { return c.cred }
 
 func deny(r Reason, format string, a ...any) Result {
 	return Result{Reason: r, Detail: fmt.Sprintf(format, a...)}
@@ -136,10 +171,19 @@ func NewVerifier(p Policy, trust *TrustList) *Verifier {
 func (v *Verifier) Policy() Policy { return v.policy }
 
 // Check verifies a token at time now. entry is the whitelist entry for the
-// ticket, or nil; a short rotating code cannot be checked without one. An
-// empty Reason means every stateless check passed.
-func (v *Verifier) Check(tok *Token, now time.Time, entry *TicketEntry) Result {
-	c := &tok.Credential
+// ticket, or nil; a short rotating code cannot be checked without one. The
+// result is Passed when every stateless check passed; then Decide gives the
+// verdict. Check never changes tok.
+func (v *Verifier) Check(tok *Token, now time.Time, entry *TicketEntry) *Checked {
+	ck := &Checked{kind: tok.Kind, cred: tok.Credential, codeTime: tok.CodeTime}
+	ck.res = v.check(ck, tok, now, entry)
+	return ck
+}
+
+// check runs the stateless checks in their order (docs/token.md); for a
+// short rotating code it completes ck's credential from entry.
+func (v *Verifier) check(ck *Checked, tok *Token, now time.Time, entry *TicketEntry) Result {
+	c := &ck.cred
 	if tok.Kind == KindRotatingShort {
 		if entry == nil || len(entry.DeviceKey) != ed25519.PublicKeySize {
 			return deny(ReasonNotInWhitelist, "short rotating code for a ticket this gate has no device key for")
@@ -190,7 +234,7 @@ func (v *Verifier) Check(tok *Token, now time.Time, entry *TicketEntry) Result {
 			return deny(ReasonStaleCode, "code is %s ahead of the gate's clock; at most %s allowed", (-age).Round(time.Second), v.policy.MaxCodeSkew)
 		}
 	}
-	return Result{}
+	return Passed
 }
 
 // Use is a ticket's first admission.
@@ -209,9 +253,16 @@ type Facts struct {
 }
 
 // Decide turns a token that passed Check, and the store's facts about it,
-// into the verdict. It is the single place where admission is decided.
-func (v *Verifier) Decide(tok *Token, f Facts) Result {
-	c := &tok.Credential
+// into the verdict. It is the single place where admission is decided. A
+// token that failed Check keeps its DENY; one Check never saw is malformed.
+func (v *Verifier) Decide(ck *Checked, f Facts) Result {
+	if ck == nil || !ck.Passed() {
+		if ck != nil && ck.res.Reason != "" {
+			return ck.res
+		}
+		return deny(ReasonMalformed, "token was never checked")
+	}
+	c := &ck.cred
 	if f.Revoked != nil {
 		return deny(ReasonRevoked, "revoked %s %s", f.Revoked.At.Format(time.RFC3339), f.Revoked.Reason)
 	}
@@ -224,9 +275,9 @@ func (v *Verifier) Decide(tok *Token, f Facts) Result {
 	if f.Used != nil && c.Flags&FlagReentry == 0 {
 		return deny(ReasonAlreadyUsed, "first used %s at gate %s", f.Used.At.Format(time.RFC3339), f.Used.Gate)
 	}
-	if tok.Kind != KindStatic && !f.LastCode.IsZero() && !tok.CodeTime.After(f.LastCode) {
+	if ck.kind != KindStatic && !f.LastCode.IsZero() && !ck.codeTime.After(f.LastCode) {
 		return deny(ReasonReplayedCode, "code from %s, a code from %s was already shown",
-			tok.CodeTime.Format(time.RFC3339), f.LastCode.Format(time.RFC3339))
+			ck.codeTime.Format(time.RFC3339), f.LastCode.Format(time.RFC3339))
 	}
 	if f.Used != nil {
 		return Result{Reason: ReasonReentry, Detail: fmt.Sprintf("first entry %s at gate %s", f.Used.At.Format(time.RFC3339), f.Used.Gate)}

@@ -164,9 +164,7 @@ func TestCheckAndDecide(t *testing.T) {
 					e = &TicketEntry{ID: c.Ticket, Serial: c.Serial, NotBefore: c.NotBefore, NotAfter: c.NotAfter,
 						Flags: FlagDeviceKey, DeviceKey: f.device.Public().(ed25519.PublicKey)}
 				}
-				if got = v.Check(tok, f.now, e); got.Reason == "" {
-					got = v.Decide(tok, tc.facts)
-				}
+				got = v.Decide(v.Check(tok, f.now, e), tc.facts)
 			}
 			if got.Reason != tc.want || !strings.Contains(got.Detail, tc.detail) {
 				t.Fatalf("got %s (%s), want %s (detail with %q)", got.Reason, got.Detail, tc.want, tc.detail)
@@ -182,11 +180,11 @@ func TestShortCodeNeedsWhitelist(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := NewVerifier(Policy{Event: "expo"}, f.trust)
-	if r := v.Check(tok, f.now, nil); r.Reason != ReasonNotInWhitelist {
+	if r := v.Check(tok, f.now, nil).Result(); r.Reason != ReasonNotInWhitelist {
 		t.Fatalf("short code without whitelist entry: %s", r.Reason)
 	}
 	other := &TicketEntry{Serial: 1, DeviceKey: f.issuer.Public().(ed25519.PublicKey)}
-	if r := v.Check(tok, f.now, other); r.Reason != ReasonBadSignature {
+	if r := v.Check(tok, f.now, other).Result(); r.Reason != ReasonBadSignature {
 		t.Fatalf("short code against another device key: %s", r.Reason)
 	}
 }
@@ -203,17 +201,17 @@ func TestKeyScopeAndWindow(t *testing.T) {
 		key  func(k *IssuerKey)
 		want Reason
 	}{
-		{"in its window", func(k *IssuerKey) { k.NotBefore, k.NotAfter = f.now.Add(-time.Hour), f.now.Add(time.Hour) }, ""},
+		{"in its window", func(k *IssuerKey) { k.NotBefore, k.NotAfter = f.now.Add(-time.Hour), f.now.Add(time.Hour) }, ReasonPassed},
 		{"scoped to another event", func(k *IssuerKey) { k.Events = []string{"other"} }, ReasonWrongEvent},
-		{"scoped to this event", func(k *IssuerKey) { k.Events = []string{"other", "expo"} }, ""},
+		{"scoped to this event", func(k *IssuerKey) { k.Events = []string{"other", "expo"} }, ReasonPassed},
 		{"retired", func(k *IssuerKey) { k.NotAfter = f.now.Add(-time.Hour) }, ReasonUnknownKey},
 		{"not yet valid", func(k *IssuerKey) { k.NotBefore = f.now.Add(time.Hour) }, ReasonUnknownKey},
-		{"valid from this instant", func(k *IssuerKey) { k.NotBefore = f.now }, ""},
+		{"valid from this instant", func(k *IssuerKey) { k.NotBefore = f.now }, ReasonPassed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			k := f.trust.Keys[0]
 			tc.key(&k)
-			r := NewVerifier(Policy{Event: "expo"}, &TrustList{Keys: []IssuerKey{k}}).Check(tok, f.now, nil)
+			r := NewVerifier(Policy{Event: "expo"}, &TrustList{Keys: []IssuerKey{k}}).Check(tok, f.now, nil).Result()
 			if r.Reason != tc.want {
 				t.Fatalf("%s (%s), want %q", r.Reason, r.Detail, tc.want)
 			}
@@ -259,7 +257,7 @@ func TestRollover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := v.Check(tok, f.now, nil); r.Reason != "" {
+		if r := v.Check(tok, f.now, nil).Result(); r != Passed {
 			t.Fatalf("key %d: %s", tok.Credential.KeyID, r.Reason)
 		}
 	}
@@ -305,10 +303,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		r := v.Check(tok, fx.now, e)
-		if r.Reason == "" {
-			r = v.Decide(tok, Facts{})
-		}
+		r := v.Decide(v.Check(tok, fx.now, e), Facts{})
 		if r.Reason.Admits() && !genuine[carried(string(b))] {
 			t.Fatalf("admitted %q (%s), which no key here signed", b, r.Reason)
 		}

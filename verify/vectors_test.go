@@ -181,7 +181,7 @@ func TestVectorsVerify(t *testing.T) {
 				entry = &TicketEntry{ID: cred.Ticket, Serial: cred.Serial, Flags: cred.Flags, NotBefore: cred.NotBefore,
 					NotAfter: cred.NotAfter, Zone: cred.Zone, DeviceKey: cred.DeviceKey}
 			}
-			if r := ver.Check(tok, at, entry); r.Reason != "" {
+			if r := ver.Check(tok, at, entry).Result(); r != Passed {
 				t.Errorf("%s %s: %s %s", v.Name, form, r.Reason, r.Detail)
 			}
 			if tok.Credential.Ticket.String() != v.Ticket || tok.Credential.Serial != v.Serial {

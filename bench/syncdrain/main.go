@@ -134,7 +134,7 @@ func backlog(data string, n int, codes []string) int {
 				if codes != nil {
 					tok, err := verify.Parse([]byte(codes[i]))
 					check(err)
-					sc.Token, sc.Code, sc.Pre = tok, codes[i], v.Check(tok, sc.At, nil)
+					sc.Code, sc.Checked = codes[i], v.Check(tok, sc.At, nil)
 				}
 				e, err := s.Record(context.Background(), v, sc)
 				check(err)

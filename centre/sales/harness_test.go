@@ -353,10 +353,7 @@ func (h *harness) gateDecision(event, code string) verify.Reason {
 			f.Revoked = &b.Revocations[i]
 		}
 	}
-	if r := v.Check(tok, h.doors.Add(time.Minute), f.Entry); r.Reason != "" {
-		return r.Reason
-	}
-	return v.Decide(tok, f).Reason
+	return v.Decide(v.Check(tok, h.doors.Add(time.Minute), f.Entry), f).Reason
 }
 
 // gateHolder is the masked holder a gate's staff would see for a ticket.

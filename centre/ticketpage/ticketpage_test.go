@@ -96,7 +96,7 @@ func (s *site) gateCheck(t *testing.T, code string, now time.Time) (*verify.Toke
 	if err != nil {
 		return nil, verify.ReasonMalformed
 	}
-	if r := verify.NewVerifier(verify.Policy{Event: "E"}, tl).Check(tok, now, nil); r.Reason != "" {
+	if r := verify.NewVerifier(verify.Policy{Event: "E"}, tl).Check(tok, now, nil).Result(); r != verify.Passed {
 		return tok, r.Reason
 	}
 	return tok, verify.ReasonOK

@@ -74,7 +74,7 @@ func scanCPUOp(b *testing.B, w *world) func(i int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		sc := Scan{At: w.now, Gate: "g1", Scanner: "bench", Token: tok, Pre: v.Check(tok, w.now, nil)}
+		sc := Scan{At: w.now, Gate: "g1", Scanner: "bench", Checked: v.Check(tok, w.now, nil)}
 		if _, err := s.apply(tx, v, sc); err != nil {
 			b.Fatal(err)
 		}

@@ -21,7 +21,7 @@ func scanReq(t testing.TB, w *world, v *verify.Verifier, code string) *request {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &request{v: v, scan: Scan{At: w.now, Gate: "g1", Scanner: "test", Token: tok, Pre: v.Check(tok, w.now, nil)},
+	return &request{v: v, scan: Scan{At: w.now, Gate: "g1", Scanner: "test", Checked: v.Check(tok, w.now, nil)},
 		done: make(chan struct{})}
 }
 

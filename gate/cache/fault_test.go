@@ -53,7 +53,7 @@ func scanAll(t testing.TB, w *world, s *Store, v *verify.Verifier, codes []strin
 					t.Error(err)
 					return
 				}
-				e, _ := s.Record(context.Background(), v, Scan{At: w.now, Gate: "g1", Scanner: fmt.Sprint("s", g), Token: tok, Pre: v.Check(tok, w.now, nil)})
+				e, _ := s.Record(context.Background(), v, Scan{At: w.now, Gate: "g1", Scanner: fmt.Sprint("s", g), Checked: v.Check(tok, w.now, nil)})
 				mu.Lock()
 				out = append(out, e)
 				mu.Unlock()
@@ -237,7 +237,7 @@ func TestHealthFollowsTheDisk(t *testing.T) {
 	ffs.Arm(faultfs.SyncEIO, 1, true)
 	for _, code := range w.codes[:2] {
 		tok, _ := verify.Parse([]byte(code))
-		e, err := s.Record(context.Background(), v, Scan{At: w.now, Gate: "g1", Token: tok, Pre: v.Check(tok, w.now, nil)})
+		e, err := s.Record(context.Background(), v, Scan{At: w.now, Gate: "g1", Checked: v.Check(tok, w.now, nil)})
 		if err == nil && e.Verdict == Admit {
 			// SyncEIO keeps the data: the read-back may find it durable,
 			// and then the admission stands, as stored.

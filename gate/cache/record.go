@@ -46,16 +46,19 @@ const (
 	Deny  = "deny"
 )
 
-// Scan is one scan to decide: the parsed token (nil when it did not parse)
-// and the result of the stateless checks done before the transaction.
+// Scan is one scan to decide. Checked, set when the scan parsed and was
+// checked, is decided in the transaction. Without it, Pre is the final
+// result (a scan that did not parse, a whitelist read that failed) and
+// Token, if set, names the ticket in the journal.
 type Scan struct {
 	At      time.Time
 	Gate    string
 	Scanner string
 	// Symbology is the AIM identifier the scanner reported, if any.
 	Symbology string
+	Checked   *verify.Checked
 	Token     *verify.Token
-	Pre       verify.Result // a non-empty Reason is final
+	Pre       verify.Result
 	// Code is the scanned text; an admission's journal record carries it.
 	Code string
 }
@@ -134,10 +137,21 @@ func (s *Store) finish(r *request) {
 func failed(sc Scan, err error) Entry {
 	e := Entry{At: sc.At, Gate: sc.Gate, Scanner: sc.Scanner, Verdict: Deny,
 		Reason: verify.ReasonStorageFailure, Detail: err.Error()}
-	if sc.Token != nil {
-		e.Ticket = sc.Token.Credential.Ticket.String()
+	if id, ok := sc.ticket(); ok {
+		e.Ticket = id.String()
 	}
 	return e
+}
+
+// ticket is the scanned ticket's id, if the scan parsed.
+func (sc Scan) ticket() (verify.TicketID, bool) {
+	switch {
+	case sc.Checked != nil:
+		return sc.Checked.Credential().Ticket, true
+	case sc.Token != nil:
+		return sc.Token.Credential.Ticket, true
+	}
+	return verify.TicketID{}, false
 }
 
 // loop is the group committer: it takes the first waiting request, then
@@ -295,10 +309,11 @@ func (s *Store) apply(tx *bolt.Tx, v *verify.Verifier, sc Scan) (Entry, error) {
 	e := Entry{At: sc.At, Gate: sc.Gate, Scanner: sc.Scanner, Symbology: sc.Symbology, Event: v.Policy().Event}
 	res := sc.Pre
 	var used *verify.Use
-	if t := sc.Token; t != nil {
-		c := &t.Credential
-		e.Ticket, e.Serial, e.Kind, e.Zone, e.CodeTime = c.Ticket.String(), c.Serial, t.Kind.String(), c.Zone, t.CodeTime
-		if res.Reason == "" {
+	if ck := sc.Checked; ck != nil {
+		c := ck.Credential()
+		e.Ticket, e.Serial, e.Kind, e.Zone, e.CodeTime = c.Ticket.String(), c.Serial, ck.Kind().String(), c.Zone, ck.CodeTime()
+		res = ck.Result()
+		if ck.Passed() {
 			var f verify.Facts
 			var err error
 			if f, err = facts(tx, c.Ticket); err != nil {
@@ -307,16 +322,23 @@ func (s *Store) apply(tx *bolt.Tx, v *verify.Verifier, sc Scan) (Entry, error) {
 			if f.Entry != nil {
 				e.Holder = f.Entry.Holder
 			}
-			res = v.Decide(t, f)
+			res = v.Decide(ck, f)
 			used = f.Used
-			if t.Kind != verify.KindStatic && t.CodeTime.After(f.LastCode) {
+			if ck.Kind() != verify.KindStatic && ck.CodeTime().After(f.LastCode) {
 				// The device signature verified: remember the newest code
 				// whatever the verdict, so an older one is never taken later.
-				if err := tx.Bucket(bCodes).Put(c.Ticket[:], binary.BigEndian.AppendUint64(nil, uint64(t.CodeTime.Unix()))); err != nil {
+				if err := tx.Bucket(bCodes).Put(c.Ticket[:], binary.BigEndian.AppendUint64(nil, uint64(ck.CodeTime().Unix()))); err != nil {
 					return e, err
 				}
 			}
 		}
+	} else if t := sc.Token; t != nil {
+		c := &t.Credential
+		e.Ticket, e.Serial, e.Kind, e.Zone, e.CodeTime = c.Ticket.String(), c.Serial, t.Kind.String(), c.Zone, t.CodeTime
+	}
+	if res.Reason == "" || res.Reason == verify.ReasonPassed {
+		// Only Decide admits a token, and only Check makes one Decide takes.
+		res = verify.Result{Reason: verify.ReasonMalformed, Detail: "scan was never checked"}
 	}
 	e.Reason, e.Detail = res.Reason, res.Detail
 	e.Verdict = Deny
@@ -338,7 +360,8 @@ func (s *Store) apply(tx *bolt.Tx, v *verify.Verifier, sc Scan) (Entry, error) {
 	e.ID = s.instance + "-" + strconv.FormatUint(seq, 10)
 	if e.Verdict == Admit && used == nil {
 		u, _ := json.Marshal(verify.Use{Seq: seq, At: e.At, Gate: e.Gate})
-		if err := tx.Bucket(bUsed).Put(sc.Token.Credential.Ticket[:], u); err != nil {
+		id, _ := sc.ticket()
+		if err := tx.Bucket(bUsed).Put(id[:], u); err != nil {
 			return e, err
 		}
 	}

@@ -82,8 +82,7 @@ func (w *world) scan(t testing.TB, s *Store, v *verify.Verifier, code string) En
 	if err != nil {
 		sc.Pre = verify.Result{Reason: verify.ReasonMalformed}
 	} else {
-		sc.Token = tok
-		sc.Pre = v.Check(tok, w.now, nil)
+		sc.Checked = v.Check(tok, w.now, nil)
 	}
 	e, err := s.Record(context.Background(), v, sc)
 	if err != nil {

@@ -190,6 +190,26 @@ func TestGroupCommitSingleUse(t *testing.T) {
 	}
 }
 
+// TestRecordNeedsCheck: a scan that carries a parsed token but no Checked
+// and no final result is never decided: Record journals it as malformed.
+func TestRecordNeedsCheck(t *testing.T) {
+	w := newWorld(t, 1)
+	s := openStore(t, t.TempDir(), nil)
+	if _, err := s.Provision(w.bundle(t, 1, "expo", w.root)); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := verify.Parse([]byte(w.codes[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pre := range []verify.Result{{}, verify.Passed} {
+		e, err := s.Record(context.Background(), w.verifier(), Scan{At: w.now, Gate: "g1", Token: tok, Pre: pre})
+		if err != nil || e.Verdict != Deny || e.Reason != verify.ReasonMalformed || e.Ticket != tok.Credential.Ticket.String() {
+			t.Fatalf("unchecked scan with result %q: %+v %v", pre.Reason, e, err)
+		}
+	}
+}
+
 func TestSchemaMismatch(t *testing.T) {
 	dir := t.TempDir()
 	s := openStore(t, dir, nil)

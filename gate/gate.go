@@ -20,13 +20,13 @@ import (
 // Signaller shows a committed decision to people or devices: the console,
 // a JSON stream, a relay. Signal is called from several goroutines at once.
 type Signaller interface {
-	Signal(e cache.Entry)
+	Signal(e cache.Decision)
 }
 
 // Store is what the loop needs of the gate's store.
 type Store interface {
 	Entry(id verify.TicketID) (*verify.TicketEntry, error)
-	Record(ctx context.Context, v *verify.Verifier, s cache.Scan) (cache.Entry, error)
+	Record(ctx context.Context, v *verify.Verifier, s cache.Scan) (cache.Decision, error)
 }
 
 // Gate decides scans. It is safe for concurrent use.
@@ -66,7 +66,7 @@ func (g *Gate) SetVerifier(v *verify.Verifier) { g.verifier.Store(v) }
 
 // Decide decides one scan, commits it, then signals it. It returns the
 // journal entry, which on a storage failure is an uncommitted DENY.
-func (g *Gate) Decide(ctx context.Context, s scanner.Scan) cache.Entry {
+func (g *Gate) Decide(ctx context.Context, s scanner.Scan) cache.Decision {
 	v := g.verifier.Load()
 	sc := g.check(v, s)
 	e, err := g.store.Record(ctx, v, sc)

@@ -29,10 +29,10 @@ func provisioned(t *testing.T, n int) (*benchWorld, *cache.Store) {
 
 type recorder struct {
 	mu  sync.Mutex
-	got []cache.Entry
+	got []cache.Decision
 }
 
-func (r *recorder) Signal(e cache.Entry) {
+func (r *recorder) Signal(e cache.Decision) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, e)
@@ -86,8 +86,8 @@ func TestSymbologyJournalled(t *testing.T) {
 	w, s := provisioned(t, 1)
 	g := New("g1", s, verify.NewVerifier(verify.Policy{Event: "expo"}, w.trust), nil)
 	g.Run(context.Background(), []scanner.Source{fixedSource{{Data: w.codes[0], Symbology: "]Q1", Source: "fixed", At: w.now}}})
-	var got []cache.Entry
-	s.Journal(0, func(e cache.Entry) error { got = append(got, e); return nil })
+	var got []cache.Decision
+	s.Journal(0, func(e cache.Decision) error { got = append(got, e); return nil })
 	if len(got) != 1 || got[0].Symbology != "]Q1" || got[0].Verdict != cache.Admit {
 		t.Fatalf("journal %+v", got)
 	}

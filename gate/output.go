@@ -21,7 +21,7 @@ type JSONLines struct {
 func NewJSONLines(w io.Writer) *JSONLines { return &JSONLines{w: w} }
 
 // Signal implements Signaller.
-func (j *JSONLines) Signal(e cache.Entry) {
+func (j *JSONLines) Signal(e cache.Decision) {
 	b, _ := json.Marshal(&e)
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -38,7 +38,7 @@ type ConsoleLines struct {
 func NewConsoleLines(w io.Writer) *ConsoleLines { return &ConsoleLines{w: w} }
 
 // Signal implements Signaller.
-func (c *ConsoleLines) Signal(e cache.Entry) {
+func (c *ConsoleLines) Signal(e cache.Decision) {
 	line := ConsoleLine(e)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -46,7 +46,7 @@ func (c *ConsoleLines) Signal(e cache.Entry) {
 }
 
 // ConsoleLine is the staff's one-line view of a decision.
-func ConsoleLine(e cache.Entry) string {
+func ConsoleLine(e cache.Decision) string {
 	parts := []string{e.At.Local().Format("15:04:05"), fmt.Sprintf("%-5s", strings.ToUpper(e.Verdict)), e.Reason.Text()}
 	why, more := StaffDetails(&e, time.Local)
 	if why != "" {
@@ -63,7 +63,7 @@ func ConsoleLine(e cache.Entry) string {
 // that is where and when a used ticket was first admitted (in loc, no
 // date: staff compare it with the clock on the wall) or why it was denied;
 // and more, the ticket's zone and masked holder for an identity check.
-func StaffDetails(e *cache.Entry, loc *time.Location) (why string, more []string) {
+func StaffDetails(e *cache.Decision, loc *time.Location) (why string, more []string) {
 	switch {
 	case !e.FirstUsedAt.IsZero():
 		why = "first used " + e.FirstUsedAt.In(loc).Format("15:04:05") + " at gate " + e.FirstUsedGate

@@ -130,7 +130,7 @@ type Batch struct {
 	Entries       []json.RawMessage `json:"entries"`
 }
 
-// Entry is the part of a journal record (cache.Entry) the centre reads;
+// Entry is the part of a journal record (cache.Decision) the centre reads;
 // the whole record is kept as sent.
 type Entry struct {
 	Seq     uint64        `json:"seq"`

@@ -72,7 +72,7 @@ func startRetention(ctx context.Context, store *cache.Store, cfg *gate.Config, n
 // archive files first, then the live journal.
 func printJournal(s *cache.Store, data string, archived bool, out io.Writer) error {
 	enc := json.NewEncoder(out)
-	emit := func(e cache.Entry) error { return enc.Encode(&e) }
+	emit := func(e cache.Decision) error { return enc.Encode(&e) }
 	if archived {
 		if err := s.ArchivedJournal(filepath.Join(data, ArchiveDir), emit); err != nil {
 			return err

@@ -39,9 +39,9 @@ func mountFaults(t testing.TB) *faultfs.FS {
 // scanAll decides every code from several goroutines at once, each
 // goroutine taking every code, so scans share commits and second scans of
 // a ticket are already_used.
-func scanAll(t testing.TB, w *world, s *Store, v *verify.Verifier, codes []string, scanners int) []Entry {
+func scanAll(t testing.TB, w *world, s *Store, v *verify.Verifier, codes []string, scanners int) []Decision {
 	var mu sync.Mutex
-	var out []Entry
+	var out []Decision
 	var wg sync.WaitGroup
 	for g := 0; g < scanners; g++ {
 		wg.Add(1)
@@ -101,9 +101,9 @@ func readHeld(t testing.TB, dir string) held {
 // names every disagreement: a signalled decision that is not stored as
 // signalled, a stored decision that was never signalled, and a stored use
 // that no signalled ADMIT made.
-func mismatches(signalled []Entry, h held) []string {
+func mismatches(signalled []Decision, h held) []string {
 	var bad []string
-	bySeq := map[uint64]Entry{}
+	bySeq := map[uint64]Decision{}
 	for _, e := range signalled {
 		if e.Seq == 0 {
 			if e.Verdict == Admit {

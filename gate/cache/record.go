@@ -13,10 +13,10 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Entry is one journal record: a decision as it was signalled. The JSON
+// Decision is one journal record: a decision as it was signalled. The JSON
 // field names are a contract: `gated run --output json` and `gated journal`
 // print exactly this, and scripts read it.
-type Entry struct {
+type Decision struct {
 	Seq           uint64        `json:"seq"`
 	ID            string        `json:"id"` // unique across gates and store re-creations
 	At            time.Time     `json:"at"`
@@ -68,19 +68,19 @@ type request struct {
 	scan  Scan
 	fn    func(*bolt.Tx) error // a joined write (joinCommit); nil for a scan
 	async bool                 // nobody waits: an error is logged (joinQueued)
-	entry Entry
+	entry Decision
 	err   error
 	done  chan struct{}
 }
 
 // Record decides a scan against the store and commits the decision, its
 // journal and outbox records, and the ticket's use, durably, before it
-// returns. On a storage error nothing was committed, and the returned entry
+// returns. On a storage error nothing was committed, and the returned decision
 // is a DENY with reason storage_failure that the caller must still signal.
 // When a commit reports failure, the store is reopened and read back before
 // Record answers: if the decision turned out durable after all, Record
 // returns it with a nil error, so what is signalled is what is stored.
-func (s *Store) Record(ctx context.Context, v *verify.Verifier, sc Scan) (Entry, error) {
+func (s *Store) Record(ctx context.Context, v *verify.Verifier, sc Scan) (Decision, error) {
 	r := &request{v: v, scan: sc, done: make(chan struct{})}
 	select {
 	case s.reqs <- r:
@@ -134,8 +134,8 @@ func (s *Store) finish(r *request) {
 	close(r.done)
 }
 
-func failed(sc Scan, err error) Entry {
-	e := Entry{At: sc.At, Gate: sc.Gate, Scanner: sc.Scanner, Verdict: Deny,
+func failed(sc Scan, err error) Decision {
+	e := Decision{At: sc.At, Gate: sc.Gate, Scanner: sc.Scanner, Verdict: Deny,
 		Reason: verify.ReasonStorageFailure, Detail: err.Error()}
 	if id, ok := sc.ticket(); ok {
 		e.Ticket = id.String()
@@ -305,8 +305,8 @@ func (s *Store) run(tx *bolt.Tx, r *request) (err error) {
 	return err
 }
 
-func (s *Store) apply(tx *bolt.Tx, v *verify.Verifier, sc Scan) (Entry, error) {
-	e := Entry{At: sc.At, Gate: sc.Gate, Scanner: sc.Scanner, Symbology: sc.Symbology, Event: v.Policy().Event}
+func (s *Store) apply(tx *bolt.Tx, v *verify.Verifier, sc Scan) (Decision, error) {
+	e := Decision{At: sc.At, Gate: sc.Gate, Scanner: sc.Scanner, Symbology: sc.Symbology, Event: v.Policy().Event}
 	res := sc.Pre
 	var used *verify.Use
 	if ck := sc.Checked; ck != nil {
@@ -404,12 +404,12 @@ func facts(tx *bolt.Tx, id verify.TicketID) (verify.Facts, error) {
 }
 
 // Journal calls fn for every journal record from sequence number from on,
-// in order. fn must not keep the entry's slices beyond the call.
-func (s *Store) Journal(from uint64, fn func(Entry) error) error {
+// in order. fn must not keep the decision's slices beyond the call.
+func (s *Store) Journal(from uint64, fn func(Decision) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bJournal).Cursor()
 		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, from)); k != nil; k, v = c.Next() {
-			var e Entry
+			var e Decision
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("journal record %d: %w", binary.BigEndian.Uint64(k), err)
 			}

@@ -244,7 +244,7 @@ func syncDir(dir string) error {
 // archived to, it reads only what the store counts as archived (a member
 // an interrupted run left is still in the live journal). A file it cannot
 // read to the end is an error naming it, after fn saw what could be read.
-func (s *Store) ArchivedJournal(dir string, fn func(Entry) error) error {
+func (s *Store) ArchivedJournal(dir string, fn func(Decision) error) error {
 	names, err := archiveFiles(dir)
 	if err != nil {
 		return err
@@ -285,7 +285,7 @@ func archiveFiles(dir string) ([]string, error) {
 
 // readArchiveFile reads one archive file, its first limit bytes (all of
 // it when limit < 0).
-func readArchiveFile(path string, limit int64, fn func(Entry) error) error {
+func readArchiveFile(path string, limit int64, fn func(Decision) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -306,7 +306,7 @@ func readArchiveFile(path string, limit int64, fn func(Entry) error) error {
 	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
 		if len(line) > 0 && err == nil {
-			var e Entry
+			var e Decision
 			if jerr := json.Unmarshal(line, &e); jerr != nil {
 				return fmt.Errorf("archive %s line %d: %w", path, n, jerr)
 			}

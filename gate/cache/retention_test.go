@@ -50,10 +50,10 @@ func hourly(start time.Time, n int) []time.Time {
 
 // everything is the archive then the live journal, as gated journal
 // --archive prints them.
-func everything(t testing.TB, s *cache.Store, dir string) []cache.Entry {
+func everything(t testing.TB, s *cache.Store, dir string) []cache.Decision {
 	t.Helper()
-	var all []cache.Entry
-	add := func(e cache.Entry) error { all = append(all, e); return nil }
+	var all []cache.Decision
+	add := func(e cache.Decision) error { all = append(all, e); return nil }
 	if err := s.ArchivedJournal(dir, add); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func everything(t testing.TB, s *cache.Store, dir string) []cache.Entry {
 	return all
 }
 
-func checkSequence(t testing.TB, all []cache.Entry, n int) {
+func checkSequence(t testing.TB, all []cache.Decision, n int) {
 	t.Helper()
 	if len(all) != n {
 		t.Fatalf("%d records in archive and journal, want %d", len(all), n)
@@ -155,7 +155,7 @@ func TestArchiveInterrupted(t *testing.T) {
 			if tc.torn {
 				var member bytes.Buffer
 				zw := gzip.NewWriter(&member)
-				f.store.Journal(0, func(e cache.Entry) error { b, _ := jsonLine(e); zw.Write(b); return nil })
+				f.store.Journal(0, func(e cache.Decision) error { b, _ := jsonLine(e); zw.Write(b); return nil })
 				zw.Close()
 				fh, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
 				if err != nil {
@@ -278,7 +278,7 @@ func TestCompact(t *testing.T) {
 	}
 }
 
-func jsonLine(e cache.Entry) ([]byte, error) {
+func jsonLine(e cache.Decision) ([]byte, error) {
 	b, err := json.Marshal(&e)
 	return append(b, '\n'), err
 }
@@ -348,7 +348,7 @@ func FuzzArchivedJournal(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, cache.ArchiveFileName(day0)), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		fx.store.ArchivedJournal(dir, func(cache.Entry) error { return nil })
+		fx.store.ArchivedJournal(dir, func(cache.Decision) error { return nil })
 	})
 }
 

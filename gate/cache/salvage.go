@@ -113,7 +113,7 @@ func (s *salvaged) fromJournal() {
 	}
 	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
 	for _, seq := range seqs {
-		var e Entry
+		var e Decision
 		if json.Unmarshal(s.journal[seq], &e) != nil {
 			continue
 		}

@@ -52,7 +52,7 @@ func FuzzSalvage(f *testing.F) {
 			t.Fatalf("salvage error without context: %v", err)
 		}
 		if s, err := Open(d, &Options{MustExist: true, Reserve: -1}); err == nil {
-			s.Journal(0, func(Entry) error { return nil })
+			s.Journal(0, func(Decision) error { return nil })
 			s.Stats()
 			s.Close()
 		}

@@ -76,7 +76,7 @@ func (w *world) verifier() *verify.Verifier {
 	return verify.NewVerifier(verify.Policy{Event: w.event}, w.trust())
 }
 
-func (w *world) scan(t testing.TB, s *Store, v *verify.Verifier, code string) Entry {
+func (w *world) scan(t testing.TB, s *Store, v *verify.Verifier, code string) Decision {
 	sc := Scan{At: w.now, Gate: "g1", Scanner: "test"}
 	tok, err := verify.Parse([]byte(code))
 	if err != nil {
@@ -177,8 +177,8 @@ func TestGroupCommitSingleUse(t *testing.T) {
 			t.Errorf("ticket %s admitted %d times", id, n)
 		}
 	}
-	var journal []Entry
-	if err := s.Journal(0, func(e Entry) error { journal = append(journal, e); return nil }); err != nil {
+	var journal []Decision
+	if err := s.Journal(0, func(e Decision) error { journal = append(journal, e); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(journal) != scanners*len(w.codes) {

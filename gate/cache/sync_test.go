@@ -69,7 +69,7 @@ func TestOutboxAcknowledge(t *testing.T) {
 	if err != nil || len(out) != 4 || out[0].Seq != 1 || out[3].Seq != 4 {
 		t.Fatalf("Outbox(0,4) = %d records, %v", len(out), err)
 	}
-	var e cache.Entry
+	var e cache.Decision
 	if err := json.Unmarshal(out[2].Record, &e); err != nil || e.Seq != 3 || e.ID != f.store.Instance()+"-3" {
 		t.Fatalf("record 3 = %+v, %v", e, err)
 	}
@@ -91,7 +91,7 @@ func TestOutboxAcknowledge(t *testing.T) {
 	}
 	// The journal keeps everything.
 	n := 0
-	f.store.Journal(1, func(cache.Entry) error { n++; return nil })
+	f.store.Journal(1, func(cache.Decision) error { n++; return nil })
 	if n != 10 {
 		t.Fatalf("journal has %d records", n)
 	}

@@ -56,7 +56,7 @@ type Screen struct {
 	o   Options
 
 	mu     sync.Mutex
-	last   *cache.Entry
+	last   *cache.Decision
 	logs   []string
 	active bool
 }
@@ -92,7 +92,7 @@ func (s *Screen) SetHold(d time.Duration) {
 }
 
 // Signal implements gate.Signaller: show the decision now.
-func (s *Screen) Signal(e cache.Entry) {
+func (s *Screen) Signal(e cache.Decision) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.last = &e
@@ -156,7 +156,7 @@ func (s *Screen) drawLocked() {
 // View is everything one frame shows.
 type View struct {
 	Status ops.Status
-	Last   *cache.Entry // the decision this screen last showed; nil before any
+	Last   *cache.Decision // the decision this screen last showed; nil before any
 	Logs   []string
 	Hold   time.Duration
 	Loc    *time.Location
@@ -328,7 +328,7 @@ func scannerRows(st ops.Status) []Row {
 	return rows
 }
 
-func detail(e *cache.Entry, loc *time.Location) string {
+func detail(e *cache.Decision, loc *time.Location) string {
 	why, parts := gate.StaffDetails(e, loc)
 	if why != "" {
 		parts = append([]string{why}, parts...)

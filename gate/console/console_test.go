@@ -25,7 +25,7 @@ func status(online *bool, scanners ...ops.ScannerStatus) ops.Status {
 	return ops.Status{Gate: "north-1", Event: "expo", Now: now, Started: now.Add(-2 * time.Hour),
 		Ready: true, Admitted: 412, Denied: 9, Outbox: 3, SyncLag: ops.Seconds(95 * time.Second),
 		Online: online, LastSync: now.Add(-12 * time.Second), Scanners: scanners,
-		Recent: []cache.Entry{
+		Recent: []cache.Decision{
 			{Seq: 420, At: now.Add(-20 * time.Second), Verdict: cache.Admit, Reason: verify.ReasonOK, Ticket: "t420", Zone: "GA"},
 			{Seq: 421, At: now.Add(-2 * time.Second), Verdict: cache.Deny, Reason: verify.ReasonAlreadyUsed, Ticket: "t7",
 				FirstUsedAt: now.Add(-time.Hour), FirstUsedGate: "south-2"},
@@ -36,8 +36,8 @@ func TestLayoutGolden(t *testing.T) {
 	on, off := true, false
 	up := ops.ScannerStatus{Name: "serial:/dev/ttyACM0", Up: true, State: "up"}
 	down := ops.ScannerStatus{Name: "hid:05e0:1200", State: "not connected"}
-	admit := &cache.Entry{Seq: 422, At: now.Add(-time.Second), Verdict: cache.Admit, Reason: verify.ReasonOK, Zone: "VIP", Holder: "Li Wei"}
-	deny := &cache.Entry{Seq: 421, At: now.Add(-2 * time.Second), Verdict: cache.Deny, Reason: verify.ReasonAlreadyUsed,
+	admit := &cache.Decision{Seq: 422, At: now.Add(-time.Second), Verdict: cache.Admit, Reason: verify.ReasonOK, Zone: "VIP", Holder: "Li Wei"}
+	deny := &cache.Decision{Seq: 421, At: now.Add(-2 * time.Second), Verdict: cache.Deny, Reason: verify.ReasonAlreadyUsed,
 		FirstUsedAt: now.Add(-time.Hour), FirstUsedGate: "south-2"}
 	for _, tc := range []struct {
 		name       string
@@ -99,7 +99,7 @@ func TestScreenConcurrentSignals(t *testing.T) {
 	for i := range 8 {
 		wg.Go(func() {
 			for range 20 {
-				s.Signal(cache.Entry{Seq: uint64(i), Verdict: cache.Admit, Reason: verify.ReasonOK, At: time.Now()})
+				s.Signal(cache.Decision{Seq: uint64(i), Verdict: cache.Admit, Reason: verify.ReasonOK, At: time.Now()})
 				s.LogWriter().Write([]byte("a log line\n"))
 			}
 		})

@@ -18,7 +18,7 @@ func ExampleLayout() {
 	v := console.View{
 		Status: ops.Status{Gate: "north-1", Now: now, Started: now.Add(-time.Hour), Ready: true, Admitted: 1,
 			Scanners: []ops.ScannerStatus{{Name: "stdin", Up: true, State: "up"}}},
-		Last: &cache.Entry{Seq: 1, At: now, Verdict: cache.Admit, Reason: verify.ReasonOK, Zone: "GA"},
+		Last: &cache.Decision{Seq: 1, At: now, Verdict: cache.Admit, Reason: verify.ReasonOK, Zone: "GA"},
 		Hold: 4 * time.Second, Loc: time.UTC,
 	}
 	for _, line := range strings.Split(console.Plain(console.Layout(v, 40, 10)), "\n") {

@@ -246,7 +246,7 @@ func (l *Link) Nudge() {
 // Signal makes a Link a gate.Signaller: every committed decision nudges
 // the uplink, so an admission reaches the centre (and the other gates)
 // at once.
-func (l *Link) Signal(cache.Entry) { l.Nudge() }
+func (l *Link) Signal(cache.Decision) { l.Nudge() }
 
 func (l *Link) topic(kind string) string { return wire.GateTopic(l.o.Venue, l.o.Gate, kind) }
 

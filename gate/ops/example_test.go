@@ -23,7 +23,7 @@ func ExampleMonitor() {
 	m := ops.NewMonitor(ops.Options{Gate: "north-1"})
 	m.SetStore(store{})
 	m.ScannerStarted("stdin", nil)
-	m.Signal(cache.Entry{Verdict: cache.Deny, Reason: verify.ReasonAlreadyUsed, At: time.Now()})
+	m.Signal(cache.Decision{Verdict: cache.Deny, Reason: verify.ReasonAlreadyUsed, At: time.Now()})
 
 	srv := httptest.NewServer(m.Handler()) // in gated: ops.Listen(addr, m.Handler(), log)
 	defer srv.Close()

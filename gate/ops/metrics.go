@@ -62,7 +62,7 @@ func verdictOf(r verify.Reason) string {
 	return cache.Deny
 }
 
-func (mt *Metrics) observe(e cache.Entry, now time.Time) {
+func (mt *Metrics) observe(e cache.Decision, now time.Time) {
 	mt.scans.WithLabelValues(e.Verdict, string(e.Reason)).Inc()
 	mt.decision.Observe(max(now.Sub(e.At), 0).Seconds())
 }

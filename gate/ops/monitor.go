@@ -84,7 +84,7 @@ type Monitor struct {
 	byReason map[verify.Reason]int
 	admitted int
 	denied   int
-	recent   []cache.Entry // newest last
+	recent   []cache.Decision // newest last
 	// synced is the last time the link was up with the outbox empty: the
 	// centre had every decision. Used when the link cannot say LastSync.
 	synced time.Time
@@ -170,7 +170,7 @@ func (m *Monitor) ScannerRemoved(name string) {
 }
 
 // Signal implements gate.Signaller: it counts a committed decision.
-func (m *Monitor) Signal(e cache.Entry) {
+func (m *Monitor) Signal(e cache.Decision) {
 	now := m.o.Now()
 	m.mu.Lock()
 	if e.Verdict == cache.Admit {
@@ -201,8 +201,8 @@ type Status struct {
 	Denied   int            `json:"denied"`
 	ByReason map[string]int `json:"by_reason"`
 	// Last is the latest decision; Recent the latest few, newest last.
-	Last   *cache.Entry  `json:"last,omitempty"`
-	Recent []cache.Entry `json:"recent"`
+	Last   *cache.Decision  `json:"last,omitempty"`
+	Recent []cache.Decision `json:"recent"`
 	// Sync: Online is nil when no sync link is configured. LastSync is
 	// when the gate last heard from the centre, or, when the link cannot
 	// tell, when it was last seen online with nothing left to send.

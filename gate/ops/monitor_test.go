@@ -91,7 +91,7 @@ func TestStatusCountsAndLag(t *testing.T) {
 		if r.Admits() {
 			v = cache.Admit
 		}
-		m.Signal(cache.Entry{Seq: uint64(i + 1), Verdict: v, Reason: r, At: now})
+		m.Signal(cache.Decision{Seq: uint64(i + 1), Verdict: v, Reason: r, At: now})
 	}
 	st := m.Status()
 	if st.Admitted != 2 || st.Denied != 1 || st.ByReason["ok"] != 2 || st.ByReason["already_used"] != 1 {
@@ -126,7 +126,7 @@ func TestHandler(t *testing.T) {
 	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("healthz when ready: %d %q", code, body)
 	}
-	m.Signal(cache.Entry{Verdict: cache.Deny, Reason: verify.ReasonRevoked, At: time.Now()})
+	m.Signal(cache.Decision{Verdict: cache.Deny, Reason: verify.ReasonRevoked, At: time.Now()})
 	_, body := get("/metrics")
 	for _, want := range []string{
 		`gated_scans_total{reason="revoked",verdict="deny"} 1`,

@@ -2,7 +2,10 @@
 // trust list, whitelist and revocations, the tickets already used, and the
 // journal of every decision with its outbox for the centre.
 //
-// A decision, its journal record, its outbox record and the ticket's use
+// Record takes a Scan that the gate checked outside the store (a
+// verify.Checked, or the final result of a scan that did not parse),
+// decides it with verify.Verifier.Decide against what the store knows, and
+// journals the Decision. A decision, its journal record, its outbox record and the ticket's use
 // are committed in one transaction before Record returns, so a verdict that
 // was signalled is never lost, even to a power cut. Concurrent callers share
 // transactions (group commit): one fsync serves every scan that arrived

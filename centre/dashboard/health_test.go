@@ -19,6 +19,7 @@ import (
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/centre/dashboard"
 	"github.com/gated-dev/gated/centre/ingesttest"
+	"github.com/gated-dev/gated/internal/testreq"
 	"github.com/gated-dev/gated/verify"
 )
 
@@ -27,7 +28,7 @@ func smallDisk(t *testing.T, size int) string {
 	t.Helper()
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("needs a tmpfs (run as root): %v %s", err, out)
+		testreq.Skipf(t, "needs a tmpfs (run as root): %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	return dir

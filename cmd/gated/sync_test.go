@@ -17,6 +17,7 @@ import (
 
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/internal/mqtttest"
+	"github.com/gated-dev/gated/internal/testreq"
 	"github.com/gated-dev/gated/verify"
 	"github.com/gated-dev/gated/wire"
 )
@@ -280,7 +281,7 @@ func ticketOfCode(t testing.TB, v *venue, code string) string {
 // neither side.
 func TestSyncRogueClient(t *testing.T) {
 	if _, err := exec.LookPath("mosquitto_pub"); err != nil {
-		t.Skip("mosquitto_pub is not installed (apt-get install mosquitto-clients)")
+		testreq.Skipf(t, "mosquitto_pub is not installed (apt-get install mosquitto-clients)")
 	}
 	v := newVenue(t, 3, "g1")
 	m := mqtttest.New(t, mqtttest.Options{}) // anonymous and no ACL: the worst broker

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gated-dev/gated/internal/testreq"
 )
 
 // TB is the part of testing.TB the helpers use, so benchmark programs can
@@ -73,7 +75,7 @@ func FreePort(t TB) int {
 func New(t TB, o Options) *Mosquitto {
 	t.Helper()
 	if _, ok := Installed(); !ok {
-		t.Skipf("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
+		testreq.Skipf(t, "mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
 	}
 	dir := t.TempDir()
 	m := &Mosquitto{Port: FreePort(t), conf: filepath.Join(dir, "mosquitto.conf"), log: &bytes.Buffer{}}

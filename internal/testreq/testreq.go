@@ -1,0 +1,46 @@
+// Package testreq decides what a test does when something it needs from the
+// machine is missing: a peer (mosquitto, PostgreSQL, Chromium), a tool
+// (tmux, zbarimg, systemd-analyze, a cross compiler) or a privilege (root
+// for tmpfs and FUSE mounts).
+//
+// By default such a test skips, so a developer without the peer can still
+// run the rest. With GATED_TEST_REQUIRE=1 in the environment, as .ci/run
+// sets it, the same call fails the test and names what is missing: a CI run
+// cannot pass by skipping. Deliberate skips (-short) do not go through here.
+package testreq
+
+import (
+	"fmt"
+	"os"
+)
+
+// Env is the environment variable that turns a missing peer into a
+// failure; any value but "" and "0" switches it on.
+const Env = "GATED_TEST_REQUIRE"
+
+// TB is the part of testing.TB the helpers use, so benchmark programs can
+// pass their own.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Skipf(format string, args ...any)
+}
+
+// Required reports whether missing peers fail tests instead of skipping
+// them.
+func Required() bool {
+	v := os.Getenv(Env)
+	return v != "" && v != "0"
+}
+
+// Skipf skips the test because what the message names is missing, or fails
+// it when Required.
+func Skipf(t TB, format string, args ...any) {
+	t.Helper()
+	why := fmt.Sprintf(format, args...)
+	if Required() {
+		t.Fatalf("missing: %s (%s is set, so this fails instead of skipping)", why, Env)
+		return
+	}
+	t.Skipf("%s", why)
+}

@@ -1,8 +1,6 @@
 package centre
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/gated-dev/gated/verify"
 	"github.com/gated-dev/gated/wire"
+	"github.com/gated-dev/gated/wire/wiretest"
 )
 
 func newCentre(t testing.TB) (*Centre, string) {
@@ -37,18 +36,11 @@ func batch(t testing.TB, g, instance string, tk *Ticket, verdict string, seqs ..
 // batchCode is batch with the scanned code given.
 func batchCode(t testing.TB, g, instance string, tk verify.TicketID, code, verdict string, seqs ...uint64) *wire.ParsedBatch {
 	t.Helper()
-	b := wire.Batch{V: wire.Version, Gate: g, Instance: instance, First: seqs[0], Last: seqs[len(seqs)-1]}
-	for _, s := range seqs {
-		e, _ := json.Marshal(map[string]any{"seq": s, "id": fmt.Sprintf("%s-%d", instance, s), "gate": g, "event": "E",
-			"verdict": verdict, "reason": "ok", "ticket": tk.String(), "at": time.Now().UTC(), "code": code})
-		b.Entries = append(b.Entries, e)
-	}
-	raw, _ := json.Marshal(b)
-	p, err := wire.ParseBatch(raw, g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return wiretest.Batch(t, wire.Batch{Gate: g, Instance: instance}, seqs, func(s uint64) map[string]any {
+		e := wiretest.Entry(g, instance, s, verdict, "ok", tk, time.Now().UTC())
+		e["code"] = code
+		return e
+	})
 }
 
 func TestIngestExactlyOnce(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/centretest"
 	"github.com/gated-dev/gated/wire"
 )
 
@@ -15,14 +16,7 @@ import (
 // a later look with nothing new, "new100" a look at 100 new entries.
 func BenchmarkRefresh(b *testing.B) {
 	dir := b.TempDir()
-	if err := centre.Init(dir, nil); err != nil {
-		b.Fatal(err)
-	}
-	c, err := centre.Open(dir, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c := centretest.New(b, dir)
 	ts, err := c.Issue(centre.IssueRequest{Event: "E", Count: 100})
 	if err != nil {
 		b.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/centretest"
 	"github.com/gated-dev/gated/centre/ticketpage/headless"
 	"github.com/gated-dev/gated/verify"
 	"github.com/gated-dev/gated/wire"
@@ -28,14 +29,7 @@ type site struct {
 func newSite(t *testing.T) *site {
 	t.Helper()
 	dir := t.TempDir()
-	if err := centre.Init(dir, nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := centre.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := centretest.New(t, dir)
 	d, err := New(c, Options{Token: token, Every: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -202,7 +202,8 @@ func GateMayWrite(venue, gate, topic string) bool {
 	return false
 }
 
-// GateMayRead: see GateMayWrite.
+// GateMayRead reports whether a gate may subscribe to topic (see
+// GateMayWrite).
 func GateMayRead(venue, gate, topic string) bool {
 	return topic == wire.GateTopic(venue, gate, wire.KindAck) || topic == wire.GateTopic(venue, gate, wire.KindSync) ||
 		topic == wire.VenueTopic(venue, wire.KindWhitelist) || topic == wire.VenueTopic(venue, wire.KindLive)

@@ -1,6 +1,3 @@
-// Package centre is the central side of gated: keys, issuing, revocation
-// and the provisioning bundles gates load. Its state lives in one data
-// directory: the root and issuer keys as PEM files and central.db (bbolt).
 package centre
 
 import (

@@ -20,9 +20,7 @@ import (
 // TB is the part of testing.TB the helpers use, so benchmark programs can
 // pass their own.
 type TB interface {
-	Helper()
-	Fatalf(format string, args ...any)
-	Skipf(format string, args ...any)
+	testreq.TB
 	Cleanup(func())
 	TempDir() string
 }

@@ -1,7 +1,6 @@
 package dashboard
 
 import (
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/centre/centretest"
 	"github.com/gated-dev/gated/wire"
+	"github.com/gated-dev/gated/wire/wiretest"
 )
 
 // BenchmarkRefresh measures the poller against books of 20,000 entries
@@ -23,18 +23,14 @@ func BenchmarkRefresh(b *testing.B) {
 	}
 	seq := map[string]uint64{}
 	ingest := func(gate string, n int) {
-		bt := wire.Batch{V: wire.Version, Gate: gate, Instance: gate + ".i", First: seq[gate] + 1, Last: seq[gate] + uint64(n)}
+		var seqs []uint64
 		for range n {
 			seq[gate]++
-			e, _ := json.Marshal(map[string]any{"seq": seq[gate], "id": fmt.Sprintf("%s.i-%d", gate, seq[gate]), "gate": gate, "event": "E",
-				"verdict": "deny", "reason": "already_used", "ticket": ts[seq[gate]%100].ID.String(), "at": time.Now().UTC()})
-			bt.Entries = append(bt.Entries, e)
+			seqs = append(seqs, seq[gate])
 		}
-		raw, _ := json.Marshal(bt)
-		p, err := wire.ParseBatch(raw, gate)
-		if err != nil {
-			b.Fatal(err)
-		}
+		p := wiretest.Batch(b, wire.Batch{Gate: gate, Instance: gate + ".i"}, seqs, func(s uint64) map[string]any {
+			return wiretest.Entry(gate, gate+".i", s, "deny", "already_used", ts[s%100].ID, time.Now().UTC())
+		})
 		if _, err := c.Ingest("arena", p); err != nil {
 			b.Fatal(err)
 		}

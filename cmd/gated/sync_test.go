@@ -202,6 +202,8 @@ func TestSyncConflictLiveAndRevocation(t *testing.T) {
 		if strings.Contains(g2.err.String(), "ignored downlink message") {
 			t.Fatalf("g1's whitelist message reached g2: %s", g2.err)
 		}
+	} else {
+		testreq.Partf(t, "mosquitto_pub is not installed (apt-get install mosquitto-clients): the embedded broker's ACL not tried")
 	}
 	waitFor(t, 10*time.Second, "both gates connected", func() bool {
 		return strings.Contains(g1.err.String(), "connected to broker") && strings.Contains(g2.err.String(), "connected to broker")

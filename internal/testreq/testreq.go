@@ -1,6 +1,6 @@
 // Package testreq decides what a test does when something it needs from the
 // machine is missing: a peer (mosquitto, PostgreSQL, Chromium), a tool
-// (tmux, zbarimg, systemd-analyze, a cross compiler) or a privilege (root
+// (tmux, mosquitto_pub, systemd-analyze, a cross compiler) or a privilege (root
 // for tmpfs and FUSE mounts).
 //
 // By default such a test skips, so a developer without the peer can still
@@ -43,4 +43,21 @@ func Skipf(t TB, format string, args ...any) {
 		return
 	}
 	t.Skipf("%s", why)
+}
+
+// Partf is Skipf for a part of a test: a test whose last checks need a
+// tool calls it where the tool is missing and returns. It fails the test
+// when Required; otherwise it logs that the part was left out.
+func Partf(t interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+}, format string, args ...any) {
+	t.Helper()
+	why := fmt.Sprintf(format, args...)
+	if Required() {
+		t.Fatalf("missing: %s (%s is set, so this fails instead of leaving checks out)", why, Env)
+		return
+	}
+	t.Logf("checks left out: %s", why)
 }

@@ -12,6 +12,7 @@ package testreq
 import (
 	"fmt"
 	"os"
+	"testing"
 )
 
 // Env is the environment variable that turns a missing peer into a
@@ -37,27 +38,27 @@ func Required() bool {
 // it when Required.
 func Skipf(t TB, format string, args ...any) {
 	t.Helper()
-	why := fmt.Sprintf(format, args...)
-	if Required() {
-		t.Fatalf("missing: %s (%s is set, so this fails instead of skipping)", why, Env)
-		return
+	if why := fmt.Sprintf(format, args...); !failed(t, why, "skipping") {
+		t.Skipf("%s", why)
 	}
-	t.Skipf("%s", why)
 }
 
 // Partf is Skipf for a part of a test: a test whose last checks need a
 // tool calls it where the tool is missing and returns. It fails the test
 // when Required; otherwise it logs that the part was left out.
-func Partf(t interface {
-	Helper()
-	Fatalf(format string, args ...any)
-	Logf(format string, args ...any)
-}, format string, args ...any) {
+func Partf(t testing.TB, format string, args ...any) {
 	t.Helper()
-	why := fmt.Sprintf(format, args...)
-	if Required() {
-		t.Fatalf("missing: %s (%s is set, so this fails instead of leaving checks out)", why, Env)
-		return
+	if why := fmt.Sprintf(format, args...); !failed(t, why, "leaving checks out") {
+		t.Logf("checks left out: %s", why)
 	}
-	t.Logf("checks left out: %s", why)
+}
+
+// failed fails t, naming why, when Required, and reports whether it did.
+func failed(t TB, why, instead string) bool {
+	t.Helper()
+	if !Required() {
+		return false
+	}
+	t.Fatalf("missing: %s (%s is set, so this fails instead of %s)", why, Env, instead)
+	return true
 }

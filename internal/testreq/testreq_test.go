@@ -6,7 +6,10 @@ import (
 	"testing"
 )
 
-type fakeTB struct{ fatal, skip, log string }
+type fakeTB struct {
+	testing.TB
+	fatal, skip, log string
+}
 
 func (*fakeTB) Helper()                          {}
 func (f *fakeTB) Fatalf(format string, a ...any) { f.fatal = fmt.Sprintf(format, a...) }

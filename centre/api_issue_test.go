@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -16,13 +15,8 @@ import (
 // A sales system issues phone-bound tickets through the API, retries with
 // the same idempotency key, and the phone signs codes the gate accepts.
 func TestAPIIssuePhoneBound(t *testing.T) {
-	c, dir := newCentre(t)
-	tok, err := ReadAPIToken(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(NewAPI(c, tok, nil))
-	defer srv.Close()
+	c, _ := newCentre(t)
+	srv, tok := serveAPI(t, c)
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	post := func() []IssuedTicket {
 		body, _ := json.Marshal(IssueBody{Count: 2, DeviceKey: pub, Holders: []string{"张*三 ****1234", "李*四 ****002X"}})

@@ -202,7 +202,8 @@ func GateMayWrite(venue, gate, topic string) bool {
 	return false
 }
 
-// GateMayRead: see GateMayWrite.
+// GateMayRead reports whether a gate may subscribe to topic (see
+// GateMayWrite).
 func GateMayRead(venue, gate, topic string) bool {
 	return topic == wire.GateTopic(venue, gate, wire.KindAck) || topic == wire.GateTopic(venue, gate, wire.KindSync) ||
 		topic == wire.VenueTopic(venue, wire.KindWhitelist) || topic == wire.VenueTopic(venue, wire.KindLive)
@@ -276,11 +277,16 @@ func clip(s string) string {
 
 // boundedLog is mochi's logger with every packet attribute reduced to its
 // type, topic and size, and without the lines the ACL hook already logged
-// with who sent them (a refused login or publish).
+// with who sent them (a refused login or publish). Mochi's listeners log a
+// connection that ended in an error with an empty message; it gets one.
 type boundedLog struct{ slog.Handler }
 
 func (b boundedLog) Handle(ctx context.Context, r slog.Record) error {
-	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	msg := r.Message
+	if msg == "" {
+		msg = "client connection ended"
+	}
+	out := slog.NewRecord(r.Time, r.Level, msg, r.PC)
 	drop := false
 	r.Attrs(func(a slog.Attr) bool {
 		switch v := a.Value.Any().(type) {

@@ -298,6 +298,8 @@ func TestBoundedLog(t *testing.T) {
 			"packet.type=Publish packet.topic=gated/v1/arena/g1/entries packet.bytes=1048576"},
 		{"refused publish (the hook logged it)", func() { log.Warn("error processing packet", "error", packets.ErrNotAuthorized, "pk", pk) }, ""},
 		{"refused login (the hook logged it)", func() { log.Warn("", "error", packets.ErrBadUsernameOrPassword) }, ""},
+		{"a connection error gets a message", func() { log.Warn("", "error", packets.ErrProtocolViolation) },
+			`msg="client connection ended"`},
 		{"other lines as they are", func() { log.Info("mochi mqtt starting", "version", "2") }, "version=2"},
 	} {
 		buf.Reset()

@@ -1,6 +1,3 @@
-// Package centre is the central side of gated: keys, issuing, revocation
-// and the provisioning bundles gates load. Its state lives in one data
-// directory: the root and issuer keys as PEM files and central.db (bbolt).
 package centre
 
 import (
@@ -368,11 +365,7 @@ func (c *Centre) Issue(r IssueRequest) ([]Ticket, error) {
 		if err := rememberKey(tx, r.Key, out); err != nil {
 			return err
 		}
-		ver, err := bump(tx)
-		if err != nil {
-			return err
-		}
-		d := &wire.Delta{Event: r.Event, CreatedAt: c.now().UTC()}
+		d := &wire.Delta{Event: r.Event}
 		if len(out) <= wire.MaxDeltaItems {
 			for i := range out {
 				d.Tickets = append(d.Tickets, entryOf(&out[i]))
@@ -380,7 +373,7 @@ func (c *Centre) Issue(r IssueRequest) ([]Ticket, error) {
 		} else {
 			d.Snapshot = true
 		}
-		return logDelta(tx, ver, d)
+		return c.logChange(tx, d)
 	})
 	if err == nil && !repeat {
 		c.changed()
@@ -405,6 +398,24 @@ func putTicket(tx *bolt.Tx, t *Ticket) error {
 		return err
 	}
 	return tx.Bucket(bTickets).Put(t.ID[:], v)
+}
+
+// updateTicket stores t and logs it, in tx, as one change of its event.
+func (c *Centre) updateTicket(tx *bolt.Tx, t *Ticket) error {
+	if err := putTicket(tx, t); err != nil {
+		return err
+	}
+	return c.logChange(tx, &wire.Delta{Event: t.Event, Tickets: []verify.TicketEntry{entryOf(t)}})
+}
+
+// logChange records d, in tx, as the change at the next version.
+func (c *Centre) logChange(tx *bolt.Tx, d *wire.Delta) error {
+	ver, err := bump(tx)
+	if err != nil {
+		return err
+	}
+	d.CreatedAt = c.now().UTC()
+	return logDelta(tx, ver, d)
 }
 
 func getTicket(tx *bolt.Tx, id verify.TicketID) (*Ticket, error) {
@@ -449,14 +460,7 @@ func (c *Centre) reissue(id verify.TicketID, dev ed25519.PublicKey) (*Ticket, er
 		if err := c.sign(t, verify.TagOf(t.Event), priv); err != nil {
 			return err
 		}
-		if err := putTicket(tx, t); err != nil {
-			return err
-		}
-		ver, err := bump(tx)
-		if err != nil {
-			return err
-		}
-		return logDelta(tx, ver, &wire.Delta{Event: t.Event, CreatedAt: c.now().UTC(), Tickets: []verify.TicketEntry{entryOf(t)}})
+		return c.updateTicket(tx, t)
 	})
 	if err == nil {
 		c.changed()
@@ -480,11 +484,7 @@ func (c *Centre) Revoke(id verify.TicketID, reason string) (*verify.Revocation, 
 		if err := tx.Bucket(bRevoked).Put(id[:], v); err != nil {
 			return err
 		}
-		ver, err := bump(tx)
-		if err != nil {
-			return err
-		}
-		return logDelta(tx, ver, &wire.Delta{Event: t.Event, CreatedAt: c.now().UTC(), Revocations: []verify.Revocation{r}})
+		return c.logChange(tx, &wire.Delta{Event: t.Event, Revocations: []verify.Revocation{r}})
 	})
 	if err == nil {
 		c.changed()

@@ -24,7 +24,7 @@ const (
 	OfflineAfter = 3 * StatusEvery
 )
 
-// ErrNoGate: no gate login of that venue and id.
+// ErrNoGate means there is no gate login of that venue and id.
 var ErrNoGate = errors.New("no such gate")
 
 // Live applies the heartbeat rule to a stored gate state: online only if

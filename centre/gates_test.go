@@ -3,9 +3,7 @@ package centre
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -131,17 +129,8 @@ func TestGateAPI(t *testing.T) {
 		{"DELETE", "/api/v1/gates/arena/g2", tok, 200},
 		{"DELETE", "/api/v1/gates/arena/g2", tok, 404},
 	} {
-		req, _ := http.NewRequest(tc.method, api.URL+tc.path, strings.NewReader("{}"))
-		if tc.token != "" {
-			req.Header.Set("Authorization", "Bearer "+tc.token)
-		}
-		r, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Body.Close()
-		if r.StatusCode != tc.want {
-			t.Errorf("%s %s (token %q): %d, want %d", tc.method, tc.path, tc.token, r.StatusCode, tc.want)
+		if got := apiStatus(t, api.URL, tc.method, tc.path, tc.token, "{}"); got != tc.want {
+			t.Errorf("%s %s (token %q): %d, want %d", tc.method, tc.path, tc.token, got, tc.want)
 		}
 	}
 	select {

@@ -5,7 +5,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/gated-dev/gated/verify"
-	"github.com/gated-dev/gated/wire"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -30,14 +29,7 @@ func (c *Centre) SetHolder(id verify.TicketID, holder string) (*Ticket, error) {
 			return nil
 		}
 		t.Holder = holder
-		if err := putTicket(tx, t); err != nil {
-			return err
-		}
-		ver, err := bump(tx)
-		if err != nil {
-			return err
-		}
-		return logDelta(tx, ver, &wire.Delta{Event: t.Event, CreatedAt: c.now().UTC(), Tickets: []verify.TicketEntry{entryOf(t)}})
+		return c.updateTicket(tx, t)
 	})
 	if err == nil {
 		c.changed()

@@ -15,6 +15,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/gated-dev/gated/internal/mqtttest"
+	"github.com/gated-dev/gated/internal/testreq"
 	"github.com/gated-dev/gated/wire"
 )
 
@@ -39,11 +40,11 @@ func startShippedMosquitto(t *testing.T, gates ...string) *shippedMosquitto {
 	t.Helper()
 	path, ok := mqtttest.Installed()
 	if !ok {
-		t.Skip("mosquitto is not installed")
+		testreq.Skipf(t, "mosquitto is not installed (apt-get install mosquitto)")
 	}
 	plugin := "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 	if _, err := os.Stat(plugin); err != nil {
-		t.Skip("mosquitto's dynamic security plugin is not installed")
+		testreq.Skipf(t, "mosquitto's dynamic security plugin is not installed")
 	}
 	dir := t.TempDir()
 	dynsec := filepath.Join(dir, "dynamic-security.json")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/wire"
+	"github.com/gated-dev/gated/wire/wiretest"
 )
 
 // memBus records what the server publishes.
@@ -75,13 +76,12 @@ func TestServeUses(t *testing.T) {
 	if err := c.NoteGate("annex", "a1", "E"); err != nil { // another venue of the event
 		t.Fatal(err)
 	}
-	bt := wire.Batch{V: wire.Version, Gate: "g1", Instance: "i1", First: 1, Last: 5}
-	for i := range 5 {
-		e, _ := json.Marshal(map[string]any{"seq": i + 1, "id": fmt.Sprintf("i1-%d", i+1), "gate": "g1", "event": "E",
-			"verdict": "admit", "reason": "ok", "ticket": ts[i].ID.String(), "at": time.Now().UTC(), "code": ts[i].Code()})
-		bt.Entries = append(bt.Entries, e)
-	}
-	raw, _ := json.Marshal(bt)
+	bt := wiretest.Batch(t, wire.Batch{Gate: "g1", Instance: "i1"}, []uint64{1, 2, 3, 4, 5}, func(s uint64) map[string]any {
+		e := wiretest.Entry("g1", "i1", s, "admit", "ok", ts[s-1].ID, time.Now().UTC())
+		e["code"] = ts[s-1].Code()
+		return e
+	})
+	raw, _ := json.Marshal(bt.Batch)
 	if err := s.handle(message{wire.GateTopic("arena", "g1", wire.KindEntries), raw}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package centre
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/gated-dev/gated/verify"
 	"github.com/gated-dev/gated/wire"
+	"github.com/gated-dev/gated/wire/wiretest"
 )
 
 func newCentre(t testing.TB) (*Centre, string) {
@@ -37,18 +36,11 @@ func batch(t testing.TB, g, instance string, tk *Ticket, verdict string, seqs ..
 // batchCode is batch with the scanned code given.
 func batchCode(t testing.TB, g, instance string, tk verify.TicketID, code, verdict string, seqs ...uint64) *wire.ParsedBatch {
 	t.Helper()
-	b := wire.Batch{V: wire.Version, Gate: g, Instance: instance, First: seqs[0], Last: seqs[len(seqs)-1]}
-	for _, s := range seqs {
-		e, _ := json.Marshal(map[string]any{"seq": s, "id": fmt.Sprintf("%s-%d", instance, s), "gate": g, "event": "E",
-			"verdict": verdict, "reason": "ok", "ticket": tk.String(), "at": time.Now().UTC(), "code": code})
-		b.Entries = append(b.Entries, e)
-	}
-	raw, _ := json.Marshal(b)
-	p, err := wire.ParseBatch(raw, g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return wiretest.Batch(t, wire.Batch{Gate: g, Instance: instance}, seqs, func(s uint64) map[string]any {
+		e := wiretest.Entry(g, instance, s, verdict, "ok", tk, time.Now().UTC())
+		e["code"] = code
+		return e
+	})
 }
 
 func TestIngestExactlyOnce(t *testing.T) {
@@ -118,14 +110,38 @@ func TestDeltaLog(t *testing.T) {
 	}
 }
 
-func TestAPIAuth(t *testing.T) {
-	c, dir := newCentre(t)
-	tok, err := ReadAPIToken(dir)
+// serveAPI serves c's HTTP API for the test; it returns the server and
+// the API token Init wrote.
+func serveAPI(t testing.TB, c *Centre) (*httptest.Server, string) {
+	t.Helper()
+	tok, err := ReadAPIToken(c.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(NewAPI(c, tok, nil))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv, tok
+}
+
+// apiStatus sends method path with body, and with token as the bearer
+// token unless it is "", and returns the response's status.
+func apiStatus(t testing.TB, url, method, path, token, body string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, url+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	return r.StatusCode
+}
+
+func TestAPIAuth(t *testing.T) {
+	c, _ := newCentre(t)
+	srv, tok := serveAPI(t, c)
 	for _, tc := range []struct {
 		method, path, token, body string
 		want                      int
@@ -144,17 +160,8 @@ func TestAPIAuth(t *testing.T) {
 		{"POST", "/api/v1/tickets/zz/revoke", tok, `{}`, 400},
 		{"POST", "/api/v1/tickets/000000000000000000000000/revoke", tok, `{}`, 404},
 	} {
-		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
-		if tc.token != "" {
-			req.Header.Set("Authorization", "Bearer "+tc.token)
-		}
-		r, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Body.Close()
-		if r.StatusCode != tc.want {
-			t.Errorf("%s %s (token %q): %d, want %d", tc.method, tc.path, tc.token, r.StatusCode, tc.want)
+		if got := apiStatus(t, srv.URL, tc.method, tc.path, tc.token, tc.body); got != tc.want {
+			t.Errorf("%s %s (token %q): %d, want %d", tc.method, tc.path, tc.token, got, tc.want)
 		}
 	}
 }

@@ -76,7 +76,7 @@ type Tx interface {
 	Scan(bucket string, from, to []byte, fn func(k, v []byte) error) error
 }
 
-// Stop, returned by a Scan function, ends the scan early without an
+// Stop is returned by a Scan function to end the scan early without an
 // error.
 //
 //lint:ignore ST1012 Stop is a signal, like filepath.SkipDir, not a failure

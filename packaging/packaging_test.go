@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gated-dev/gated/gate"
+	"github.com/gated-dev/gated/internal/testreq"
 )
 
 // repo is the repository root, where the Makefile is.
@@ -17,7 +18,7 @@ func need(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
+			testreq.Skipf(t, "%s not installed", tool)
 		}
 	}
 }

@@ -1,13 +1,14 @@
 package dashboard
 
 import (
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/centretest"
 	"github.com/gated-dev/gated/wire"
+	"github.com/gated-dev/gated/wire/wiretest"
 )
 
 // BenchmarkRefresh measures the poller against books of 20,000 entries
@@ -15,32 +16,21 @@ import (
 // a later look with nothing new, "new100" a look at 100 new entries.
 func BenchmarkRefresh(b *testing.B) {
 	dir := b.TempDir()
-	if err := centre.Init(dir, nil); err != nil {
-		b.Fatal(err)
-	}
-	c, err := centre.Open(dir, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c := centretest.New(b, dir)
 	ts, err := c.Issue(centre.IssueRequest{Event: "E", Count: 100})
 	if err != nil {
 		b.Fatal(err)
 	}
 	seq := map[string]uint64{}
 	ingest := func(gate string, n int) {
-		bt := wire.Batch{V: wire.Version, Gate: gate, Instance: gate + ".i", First: seq[gate] + 1, Last: seq[gate] + uint64(n)}
+		var seqs []uint64
 		for range n {
 			seq[gate]++
-			e, _ := json.Marshal(map[string]any{"seq": seq[gate], "id": fmt.Sprintf("%s.i-%d", gate, seq[gate]), "gate": gate, "event": "E",
-				"verdict": "deny", "reason": "already_used", "ticket": ts[seq[gate]%100].ID.String(), "at": time.Now().UTC()})
-			bt.Entries = append(bt.Entries, e)
+			seqs = append(seqs, seq[gate])
 		}
-		raw, _ := json.Marshal(bt)
-		p, err := wire.ParseBatch(raw, gate)
-		if err != nil {
-			b.Fatal(err)
-		}
+		p := wiretest.Batch(b, wire.Batch{Gate: gate, Instance: gate + ".i"}, seqs, func(s uint64) map[string]any {
+			return wiretest.Entry(gate, gate+".i", s, "deny", "already_used", ts[s%100].ID, time.Now().UTC())
+		})
 		if _, err := c.Ingest("arena", p); err != nil {
 			b.Fatal(err)
 		}

@@ -2,8 +2,6 @@ package dashboard
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,9 +10,11 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/centretest"
 	"github.com/gated-dev/gated/centre/ticketpage/headless"
 	"github.com/gated-dev/gated/verify"
 	"github.com/gated-dev/gated/wire"
+	"github.com/gated-dev/gated/wire/wiretest"
 )
 
 const token = "test-token"
@@ -28,14 +28,7 @@ type site struct {
 func newSite(t *testing.T) *site {
 	t.Helper()
 	dir := t.TempDir()
-	if err := centre.Init(dir, nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := centre.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := centretest.New(t, dir)
 	d, err := New(c, Options{Token: token, Every: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -56,13 +49,11 @@ func (s *site) ingest(t *testing.T, g string, seq uint64, tk verify.TicketID, ve
 	if tc, err := s.c.Ticket(tk); err == nil {
 		code = tc.Code() // the centre books an admission as a use only with its code
 	}
-	e, _ := json.Marshal(map[string]any{"seq": seq, "id": fmt.Sprintf("%s.i-%d", g, seq), "gate": g, "event": "E",
-		"verdict": verdict, "reason": "ok", "ticket": tk.String(), "at": time.Now().UTC(), "code": code})
-	raw, _ := json.Marshal(wire.Batch{V: wire.Version, Gate: g, Instance: g + ".i", First: seq, Last: seq, Entries: []json.RawMessage{e}})
-	b, err := wire.ParseBatch(raw, g)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := wiretest.Batch(t, wire.Batch{Gate: g, Instance: g + ".i"}, []uint64{seq}, func(seq uint64) map[string]any {
+		e := wiretest.Entry(g, g+".i", seq, verdict, "ok", tk, time.Now().UTC())
+		e["code"] = code
+		return e
+	})
 	if _, err := s.c.Ingest("arena", b); err != nil {
 		t.Fatal(err)
 	}

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/centretest"
 	"github.com/gated-dev/gated/centre/dashboard"
 	"github.com/gated-dev/gated/centre/ingesttest"
+	"github.com/gated-dev/gated/internal/testreq"
 	"github.com/gated-dev/gated/verify"
 )
 
@@ -27,7 +29,7 @@ func smallDisk(t *testing.T, size int) string {
 	t.Helper()
 	dir := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("needs a tmpfs (run as root): %v %s", err, out)
+		testreq.Skipf(t, "needs a tmpfs (run as root): %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	return dir
@@ -57,14 +59,7 @@ func fill(t *testing.T, path string) {
 // alert; once space is freed and a commit succeeds, both recover.
 func TestCentreDiskFull(t *testing.T) {
 	dir := filepath.Join(smallDisk(t, 4<<20), "centre")
-	if err := centre.Init(dir, nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := centre.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := centretest.New(t, dir)
 	token, err := centre.CreateAPIToken(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -157,14 +152,7 @@ func check(t *testing.T, base, token string, code int, want string) {
 // alert until it is unlocked.
 func TestLockedGateAlert(t *testing.T) {
 	dir := t.TempDir()
-	if err := centre.Init(dir, nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := centre.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := centretest.New(t, dir)
 	if _, err := c.AddGateUser("arena", "g1"); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/gated-dev/gated/centre"
 	"github.com/gated-dev/gated/verify"
 	"github.com/gated-dev/gated/wire"
+	"github.com/gated-dev/gated/wire/wiretest"
 )
 
 // Opener returns n handles on one new, empty store: separate connections
@@ -50,18 +51,9 @@ func ticket(i int) verify.TicketID {
 // admits (or denials) of ticket tk with reason.
 func Batch(t testing.TB, g, instance string, tk verify.TicketID, verdict string, reason verify.Reason, seqs ...uint64) *wire.ParsedBatch {
 	t.Helper()
-	b := wire.Batch{V: wire.Version, Gate: g, Instance: instance, First: seqs[0], Last: seqs[len(seqs)-1], ClockOffsetMs: -12}
-	for _, s := range seqs {
-		e, _ := json.Marshal(map[string]any{"seq": s, "id": fmt.Sprintf("%s-%d", instance, s), "gate": g, "event": "E",
-			"verdict": verdict, "reason": reason, "ticket": tk.String(), "at": at.Add(-time.Duration(s) * time.Second)})
-		b.Entries = append(b.Entries, e)
-	}
-	raw, _ := json.Marshal(b)
-	p, err := wire.ParseBatch(raw, g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return wiretest.Batch(t, wire.Batch{Gate: g, Instance: instance, ClockOffsetMs: -12}, seqs, func(s uint64) map[string]any {
+		return wiretest.Entry(g, instance, s, verdict, reason, tk, at.Add(-time.Duration(s)*time.Second))
+	})
 }
 
 // WithCode sets the scanned code of every entry of b (the centre checks

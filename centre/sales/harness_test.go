@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/centretest"
 	"github.com/gated-dev/gated/centre/sales"
 	"github.com/gated-dev/gated/centre/wxpay"
 	"github.com/gated-dev/gated/centre/wxpay/wxpaytest"
@@ -140,14 +141,7 @@ func newHarnessAt(t testing.TB, start time.Time, mut func(*sales.Config)) *harne
 	h.pay = wxpaytest.NewPayServer(t)
 	h.login = wxpaytest.NewLoginServer(t, h.pay.AppID, "app-secret")
 	dir := t.TempDir()
-	if err := centre.Init(filepath.Join(dir, "centre"), nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := centre.Open(filepath.Join(dir, "centre"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := centretest.New(t, filepath.Join(dir, "centre"))
 	h.centre = c
 	h.iss = &countingIssuer{Issuer: sales.CentreIssuer{C: c}}
 	h.dbPath = filepath.Join(dir, "sales.db")
@@ -168,6 +162,7 @@ func newHarnessAt(t testing.TB, start time.Time, mut func(*sales.Config)) *harne
 	t.Cleanup(h.srv.Close)
 	// The pay client keeps the wall clock: the SDK checks notification
 	// timestamps against it too.
+	var err error
 	h.payClient, err = wxpay.NewPay(context.Background(), h.pay.Config(h.srv.URL+"/api/v1/wxpay/notify", h.srv.URL+"/api/v1/wxpay/refund-notify"))
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/centretest"
 	"github.com/gated-dev/gated/centre/sales"
 	"github.com/gated-dev/gated/centre/wxpay"
 	"github.com/gated-dev/gated/centre/wxpay/wxpaytest"
@@ -57,14 +58,7 @@ func TestRotatingNeedsDeviceKeys(t *testing.T) {
 	cfg.AppID, cfg.MchID = "wx1", "1900000109"
 	cfg.Events[0].Rotating = true
 	dir := t.TempDir()
-	if err := centre.Init(filepath.Join(dir, "c"), nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := centre.Open(filepath.Join(dir, "c"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := centretest.New(t, filepath.Join(dir, "c"))
 	st, err := sales.OpenStore(filepath.Join(dir, "s.db"))
 	if err != nil {
 		t.Fatal(err)

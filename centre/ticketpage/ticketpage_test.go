@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/centre"
+	"github.com/gated-dev/gated/centre/centretest"
 	"github.com/gated-dev/gated/centre/ticketpage/headless"
 	"github.com/gated-dev/gated/qr"
 	"github.com/gated-dev/gated/verify"
@@ -35,14 +36,7 @@ var bindEvery = 50 * time.Millisecond
 func newSite(t *testing.T) *site {
 	t.Helper()
 	dir := t.TempDir()
-	if err := centre.Init(dir, nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := centre.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c := centretest.New(t, dir)
 	h, err := New(c, Options{Dir: dir, Token: "secret-token", BindEvery: bindEvery})
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gated-dev/gated/internal/testreq"
 )
 
 // tmuxSession runs a command in a detached tmux of cols x rows on a
@@ -21,7 +23,7 @@ type tmuxSession struct {
 func newTmux(t *testing.T, cols, rows int, command string) *tmuxSession {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux not installed (apt-get install tmux)")
+		testreq.Skipf(t, "tmux not installed (apt-get install tmux)")
 	}
 	s := &tmuxSession{t: t, sock: fmt.Sprintf("gated-test-%d-%d", os.Getpid(), time.Now().UnixNano())}
 	s.run("new-session", "-d", "-s", "gate", "-x", strconv.Itoa(cols), "-y", strconv.Itoa(rows), command)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/gated-dev/gated/internal/testreq"
 )
 
 var units = []struct{ file, binary string }{
@@ -39,7 +41,7 @@ func unitCopy(t *testing.T, dir, file, binary string) string {
 // a warning; so any output at all fails the test.
 func TestUnitsVerify(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze not installed (apt-get install systemd)")
+		testreq.Skipf(t, "systemd-analyze not installed (apt-get install systemd)")
 	}
 	dir := t.TempDir()
 	var paths []string
@@ -66,7 +68,7 @@ var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
 // units "OK" (below 2.0 of 10). Offline mode rates the unit file itself.
 func TestUnitsExposure(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze not installed (apt-get install systemd)")
+		testreq.Skipf(t, "systemd-analyze not installed (apt-get install systemd)")
 	}
 	dir := t.TempDir()
 	for _, u := range units {
@@ -75,7 +77,7 @@ func TestUnitsExposure(t *testing.T) {
 		m := exposureRE.FindSubmatch(out)
 		if m == nil {
 			if err != nil && strings.Contains(string(out), "offline") {
-				t.Skipf("this systemd-analyze cannot rate unit files offline: %s", out)
+				testreq.Skipf(t, "this systemd-analyze cannot rate unit files offline: %s", out)
 			}
 			t.Fatalf("%s: no exposure level in: %v\n%s", u.file, err, out)
 		}

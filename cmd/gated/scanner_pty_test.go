@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gated-dev/gated/internal/testreq"
 )
 
 // scannerTools builds gated and gatesync once per test binary run.
@@ -206,7 +208,7 @@ func openPTY(t *testing.T) *pty {
 	t.Helper()
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
+		testreq.Skipf(t, "no pseudo-terminals here: %v", err)
 	}
 	// Not m.Fd(): that would put the master in blocking mode, and Close
 	// could then not end a pending Read, so the pty would never hang up.

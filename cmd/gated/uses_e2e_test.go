@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/internal/mqtttest"
+	"github.com/gated-dev/gated/internal/testreq"
 	"github.com/gated-dev/gated/verify"
 	"github.com/gated-dev/gated/wire"
 )
@@ -171,7 +172,7 @@ func TestUsesGateAwayLong(t *testing.T) {
 // alerts against g1 and fans none out: g2 admits those tickets.
 func TestUsesForgedAdmissions(t *testing.T) {
 	if _, err := exec.LookPath("mosquitto_pub"); err != nil {
-		t.Skip("mosquitto_pub is not installed (apt-get install mosquitto-clients)")
+		testreq.Skipf(t, "mosquitto_pub is not installed (apt-get install mosquitto-clients)")
 	}
 	v := newVenue(t, 5, "g1", "g2")
 	v.startServe("")

@@ -15,22 +15,20 @@ import (
 
 	"github.com/gated-dev/gated/internal/faultfs"
 	"github.com/gated-dev/gated/internal/lockedbuf"
+	"github.com/gated-dev/gated/internal/testreq"
 	"github.com/gated-dev/gated/verify"
 	bolt "go.etcd.io/bbolt"
 )
 
 // mountFaults mounts a fault-injecting FUSE passthrough for the test. It
-// skips where FUSE cannot be mounted (not root, no /dev/fuse) unless
-// GATED_TEST_REQUIRE is set, as in CI.
+// skips where FUSE cannot be mounted (not root, no /dev/fuse), or fails
+// with GATED_TEST_REQUIRE set (see internal/testreq).
 func mountFaults(t testing.TB) *faultfs.FS {
 	t.Helper()
 	mnt := t.TempDir()
 	f, err := faultfs.Mount(t.TempDir(), mnt)
 	if err != nil {
-		if os.Getenv("GATED_TEST_REQUIRE") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
+		testreq.Skipf(t, "FUSE cannot be mounted (needs root and /dev/fuse): %v", err)
 	}
 	t.Cleanup(func() { f.Close() })
 	return f

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gated-dev/gated/gate/cache"
+	"github.com/gated-dev/gated/internal/testreq"
 	"github.com/gated-dev/gated/verify"
 )
 
@@ -356,7 +357,7 @@ func FuzzArchivedJournal(f *testing.F) {
 // a file the gated user can open.
 func TestCompactKeepsOwner(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to give the store another owner")
+		testreq.Skipf(t, "needs root to give the store another owner")
 	}
 	f := newFixture(t)
 	dir := filepath.Dir(f.store.Path())

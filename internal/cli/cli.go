@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+
+	"github.com/gated-dev/gated/internal/daemonlog"
 )
 
 // Exit codes.
@@ -64,11 +66,12 @@ func Set(fs *flag.FlagSet) map[string]bool {
 	return m
 }
 
-// Logger returns a text logger at level on w.
+// Logger returns a text logger at level on w; a key given to With again
+// replaces the earlier value, so a component scope is logged once.
 func Logger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	return slog.New(daemonlog.Scoped(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})))
 }
 
 // Help prints a flag set's usage to w.

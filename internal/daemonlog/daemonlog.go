@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -29,7 +30,8 @@ type Options struct {
 	Journal *bool
 }
 
-// New returns a logger writing to w.
+// New returns a logger writing to w; a key given to With again replaces
+// the earlier value (see Scoped).
 func New(w io.Writer, o Options) *slog.Logger {
 	if o.Level == nil {
 		o.Level = slog.LevelInfo
@@ -41,7 +43,7 @@ func New(w io.Writer, o Options) *slog.Logger {
 		journal = IsJournal(f, os.Getenv("JOURNAL_STREAM"))
 	}
 	if !journal {
-		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: o.Level}))
+		return slog.New(Scoped(slog.NewTextHandler(w, &slog.HandlerOptions{Level: o.Level})))
 	}
 	pw := &prefixWriter{w: w}
 	inner := slog.NewTextHandler(pw, &slog.HandlerOptions{Level: o.Level,
@@ -51,7 +53,7 @@ func New(w io.Writer, o Options) *slog.Logger {
 			}
 			return a
 		}})
-	return slog.New(&journalHandler{inner: inner, w: pw, mu: &sync.Mutex{}})
+	return slog.New(Scoped(&journalHandler{inner: inner, w: pw, mu: &sync.Mutex{}}))
 }
 
 // IsJournal reports whether f is the stream JOURNAL_STREAM names
@@ -125,3 +127,34 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 	}
 	return len(b), nil
 }
+
+// Scoped wraps h so that a With of a key the logger already has replaces
+// that attribute in place instead of adding a second one: a component's
+// logger made with log.With("component", "clock") from the daemon's
+// log.With("component", "gated") logs component=clock once. Attributes
+// added after a WithGroup are h's alone.
+func Scoped(h slog.Handler) slog.Handler { return &scoped{base: h, h: h} }
+
+type scoped struct {
+	base  slog.Handler // without attrs
+	attrs []slog.Attr
+	h     slog.Handler // base with attrs
+}
+
+func (s *scoped) Enabled(ctx context.Context, l slog.Level) bool { return s.h.Enabled(ctx, l) }
+
+func (s *scoped) Handle(ctx context.Context, r slog.Record) error { return s.h.Handle(ctx, r) }
+
+func (s *scoped) WithAttrs(as []slog.Attr) slog.Handler {
+	attrs := slices.Clone(s.attrs)
+	for _, a := range as {
+		if i := slices.IndexFunc(attrs, func(b slog.Attr) bool { return b.Key == a.Key }); i >= 0 {
+			attrs[i] = a
+		} else {
+			attrs = append(attrs, a)
+		}
+	}
+	return &scoped{base: s.base, attrs: attrs, h: s.base.WithAttrs(attrs)}
+}
+
+func (s *scoped) WithGroup(name string) slog.Handler { return s.h.WithGroup(name) }

@@ -33,6 +33,12 @@ func TestFormats(t *testing.T) {
 		{"debug hidden at info", &yes, slog.LevelInfo, func(l *slog.Logger) { l.Debug("d") }, nil, []string{"msg=d"}},
 		{"debug is 7", &yes, slog.LevelDebug, func(l *slog.Logger) { l.WithGroup("g").Debug("d", "k", 1) },
 			[]string{"<7>level=DEBUG msg=d g.k=1"}, nil},
+		{"a key scoped again is replaced", &no, slog.LevelInfo, func(l *slog.Logger) {
+			l.With("component", "gated", "gate", "g1").With("component", "clock").Info("step")
+		}, []string{`msg=step component=clock gate=g1`}, []string{"component=gated"}},
+		{"in the journal too", &yes, slog.LevelInfo, func(l *slog.Logger) {
+			l.With("component", "gated", "gate", "g1").With("component", "clock", "n", 2).Info("step")
+		}, []string{`<6>level=INFO msg=step component=clock gate=g1 n=2`}, []string{"component=gated"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer

@@ -13,14 +13,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gated-dev/gated/internal/testreq"
 )
 
 // TB is the part of testing.TB the helpers use, so benchmark programs can
 // pass their own.
 type TB interface {
-	Helper()
-	Fatalf(format string, args ...any)
-	Skipf(format string, args ...any)
+	testreq.TB
 	Cleanup(func())
 	TempDir() string
 }
@@ -73,7 +73,7 @@ func FreePort(t TB) int {
 func New(t TB, o Options) *Mosquitto {
 	t.Helper()
 	if _, ok := Installed(); !ok {
-		t.Skipf("mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
+		testreq.Skipf(t, "mosquitto is not installed (apt-get install mosquitto mosquitto-clients)")
 	}
 	dir := t.TempDir()
 	m := &Mosquitto{Port: FreePort(t), conf: filepath.Join(dir, "mosquitto.conf"), log: &bytes.Buffer{}}

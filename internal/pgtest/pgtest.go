@@ -20,14 +20,14 @@ import (
 	"syscall"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/gated-dev/gated/internal/testreq"
 )
 
 // TB is the part of testing.TB the helpers use, so benchmark programs can
 // pass their own.
 type TB interface {
-	Helper()
-	Fatalf(format string, args ...any)
-	Skipf(format string, args ...any)
+	testreq.TB
 	Cleanup(func())
 }
 
@@ -78,7 +78,7 @@ func Start(t TB, o Options) *Cluster {
 	t.Helper()
 	bin, ok := BinDir()
 	if !ok {
-		t.Skipf("PostgreSQL server is not installed (apt-get install postgresql): no initdb on PATH or in /usr/lib/postgresql/*/bin")
+		testreq.Skipf(t, "PostgreSQL server is not installed (apt-get install postgresql): no initdb on PATH or in /usr/lib/postgresql/*/bin")
 	}
 	dir, err := os.MkdirTemp("", "pgtest-")
 	if err != nil {
@@ -89,7 +89,7 @@ func Start(t TB, o Options) *Cluster {
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			t.Skipf("pgtest: running as root and there is no postgres user to run the server as: %v", err)
+			testreq.Skipf(t, "pgtest: running as root and there is no postgres user to run the server as: %v", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)

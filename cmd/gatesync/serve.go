@@ -51,7 +51,8 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 	httpsCert := fs.String("https-cert", "", "serve --listen over HTTPS with this certificate (PEM chain; re-read when the file changes, so a renewal needs no restart): the ticket page's WebCrypto needs a secure origin")
 	httpsKey := fs.String("https-key", "", "key of --https-cert")
 	ingestOnly := fs.Bool("ingest-only", false, "serve gate entries only (a second instance beside the primary; needs --share-group); the API refuses issue and revoke")
-	if err := parse(fs, dir, args); err != nil {
+	config := fs.String("config", "", "YAML file of these settings, keys the flag names with _ for - (mqtt_listen: for --mqtt-listen; see deploy/gatesync.yaml); flags given override it")
+	if err := parseWithConfig(fs, dir, config, args); err != nil {
 		return err
 	}
 	if *store == "" {

@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -221,13 +220,13 @@ func (d *service) run(ctx context.Context, g *gate.Gate, store *cache.Store, st 
 	bgWG.Go(func() { d.clock.Run(bg) })
 	bgWG.Go(func() { d.statusLoop(bg) })
 
-	sup := &supervisor{g: g, mon: d.mon, log: d.log, ended: make(chan struct{}, 1), running: map[string]*running{}}
+	sup := gate.NewSupervisor(g, d.mon)
 	for i, src := range sources {
 		uri := src.Name()
 		if len(sources) == len(d.cfg.Scanners) {
 			uri = d.cfg.Scanners[i] // reloads compare URIs
 		}
-		sup.start(ctx, uri, src)
+		sup.Start(ctx, uri, src)
 	}
 	d.notify.Ready(d.statusLine())
 	d.log.Info("ready", "http", d.cfg.HTTPAddr(), "console", d.screen != nil)
@@ -236,16 +235,16 @@ func (d *service) run(ctx context.Context, g *gate.Gate, store *cache.Store, st 
 		case <-ctx.Done():
 			d.notify.Stopping()
 			d.log.Info("stopping: finishing scans in flight")
-			sup.wait()
+			sup.Wait()
 			return nil
 		case <-d.hup:
 			d.reload(ctx, sup)
-		case <-sup.ended:
-			if sup.count() > 0 {
+		case <-sup.Ended():
+			if sup.Count() > 0 {
 				continue
 			}
 			if d.mon.Status().Online == nil {
-				sup.wait()
+				sup.Wait()
 				return nil // input ended and nothing else to do (stdin: in scripts)
 			}
 			// A syncing gate keeps syncing, answering /healthz (not ready),
@@ -291,7 +290,7 @@ func (d *service) statusLoop(ctx context.Context) {
 // unchanged keep running, so no scan in their hands is lost. Settings that
 // need a restart are named in a warning. A config that does not validate,
 // or a new scanner that does not open, changes nothing.
-func (d *service) reload(ctx context.Context, sup *supervisor) {
+func (d *service) reload(ctx context.Context, sup *gate.Supervisor) {
 	d.notify.Reloading()
 	defer func() { d.notify.Ready(d.statusLine()) }()
 	cfg, err := runConfig(d.args)
@@ -307,7 +306,7 @@ func (d *service) reload(ctx context.Context, sup *supervisor) {
 	}
 	opened := map[string]scanner.Source{}
 	for _, uri := range cfg.Scanners {
-		if sup.has(uri) || opened[uri] != nil {
+		if sup.Has(uri) || opened[uri] != nil {
 			continue
 		}
 		src, err := d.openScanner(uri)
@@ -326,7 +325,7 @@ func (d *service) reload(ctx context.Context, sup *supervisor) {
 	if d.screen != nil {
 		d.screen.SetHold(cfg.ConsoleHold)
 	}
-	added, removed := sup.apply(ctx, cfg.Scanners, opened)
+	added, removed := sup.Apply(ctx, cfg.Scanners, opened)
 	d.mu.Lock()
 	d.cfg = cfg
 	d.mu.Unlock()
@@ -353,111 +352,4 @@ func restartOnly(a, b *gate.Config) []string {
 		}
 	}
 	return out
-}
-
-// supervisor runs each scanner source in its own gate.Run, so one can be
-// added or removed on reload while the others keep reading.
-type supervisor struct {
-	g     *gate.Gate
-	mon   *ops.Monitor
-	log   *slog.Logger
-	ended chan struct{}
-	wg    sync.WaitGroup
-
-	mu      sync.Mutex
-	running map[string]*running // by URI
-}
-
-type running struct {
-	src    scanner.Source
-	cancel context.CancelFunc
-}
-
-func (s *supervisor) start(ctx context.Context, uri string, src scanner.Source) {
-	sctx, cancel := context.WithCancel(ctx)
-	r := &running{src: src, cancel: cancel}
-	s.mu.Lock()
-	s.running[uri] = r
-	s.mu.Unlock()
-	s.mon.ScannerStarted(src.Name(), health(src))
-	s.wg.Go(func() {
-		s.g.Run(sctx, []scanner.Source{src})
-		s.mu.Lock()
-		if s.running[uri] == r { // not removed by a reload
-			delete(s.running, uri)
-			s.mon.ScannerStopped(src.Name(), nil)
-		}
-		s.mu.Unlock()
-		cancel()
-		select {
-		case s.ended <- struct{}{}:
-		default:
-		}
-	})
-}
-
-func (s *supervisor) has(uri string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.running[uri] != nil
-}
-
-func (s *supervisor) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.running)
-}
-
-// apply makes the running set match uris: opened holds the new sources.
-func (s *supervisor) apply(ctx context.Context, uris []string, opened map[string]scanner.Source) (added, removed []string) {
-	want := map[string]bool{}
-	for _, u := range uris {
-		want[u] = true
-	}
-	s.mu.Lock()
-	var stop []*running
-	for uri, r := range s.running {
-		if !want[uri] {
-			stop = append(stop, r)
-			delete(s.running, uri)
-			removed = append(removed, uri)
-		}
-	}
-	s.mu.Unlock()
-	for _, r := range stop {
-		r.cancel()
-		s.mon.ScannerRemoved(r.src.Name())
-	}
-	for _, uri := range uris {
-		if src := opened[uri]; src != nil {
-			s.start(ctx, uri, src)
-			added = append(added, uri)
-		}
-	}
-	return added, removed
-}
-
-func (s *supervisor) wait() { s.wg.Wait() }
-
-// health is what the monitor asks whether a scanner's device is there: the
-// source itself when it can tell (ops.Connecter), otherwise, for a source
-// named by a device node (serial:/dev/ttyACM0, camera:/dev/video0), whether
-// that node exists. Unplugging a USB scanner removes its node, so the
-// console and /healthz notice within a second.
-func health(src scanner.Source) any {
-	if _, ok := src.(ops.Connecter); ok {
-		return src
-	}
-	kind, path, _ := strings.Cut(src.Name(), ":")
-	if (kind == "serial" || kind == "camera") && strings.HasPrefix(path, "/dev/") {
-		return nodePresence(path)
-	}
-	return src
-}
-
-type nodePresence string
-
-func (p nodePresence) Connected() bool {
-	_, err := os.Stat(string(p))
-	return err == nil
 }

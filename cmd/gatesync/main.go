@@ -28,7 +28,7 @@ commands:
   rotate-key  --dir DIR                         add a new issuer key; older keys stay live unless --retire-old
   export      --dir DIR --event EVENT --out FILE  write a signed provisioning bundle for a gate
   present     --dir DIR --ticket ID             show a rotating ticket's current code (phone simulator)
-  serve       --dir DIR [--broker embedded|tcp://HOST:PORT] [--listen 127.0.0.1:8080]
+  serve       --dir DIR [--config FILE.yaml] [--broker embedded|tcp://HOST:PORT] [--listen 127.0.0.1:8080]
                                                 sync with gates over MQTT and serve the HTTP API
   add-gate    --dir DIR --venue V --gate G      create a gate's credentials for the embedded broker
   remove-gate --dir DIR --venue V --gate G      remove a gate and its broker login

@@ -51,7 +51,8 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 	httpsCert := fs.String("https-cert", "", "serve --listen over HTTPS with this certificate (PEM chain; re-read when the file changes, so a renewal needs no restart): the ticket page's WebCrypto needs a secure origin")
 	httpsKey := fs.String("https-key", "", "key of --https-cert")
 	ingestOnly := fs.Bool("ingest-only", false, "serve gate entries only (a second instance beside the primary; needs --share-group); the API refuses issue and revoke")
-	if err := parse(fs, dir, args); err != nil {
+	config := fs.String("config", "", "YAML file of these settings, keys the flag names with _ for - (mqtt_listen: for --mqtt-listen; see deploy/gatesync.yaml); flags given override it")
+	if err := parseWithConfig(fs, dir, config, args); err != nil {
 		return err
 	}
 	if *store == "" {
@@ -157,6 +158,7 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 	if *ingestOnly {
 		handler = readOnlyAPI(handler)
 	}
+	var runSales func(context.Context) error
 	if *salesConfig != "" {
 		fc, err := sales.LoadFileConfig(*salesConfig)
 		if err != nil {
@@ -178,8 +180,27 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 		mux.Handle("/", handler)
 		ss.Register(mux)
 		handler = mux
-		go ss.Run(ctx)
+		runSales = ss.Run
 		log.Info("sales enabled", "config", *salesConfig, "events", len(fc.Events))
+	}
+	// Every goroutine started below is waited for before the deferred
+	// closes above run: the context ends first, then the HTTP server
+	// closes, then they are waited for.
+	var wg sync.WaitGroup
+	var hs *http.Server
+	defer func() {
+		stop()
+		if hs != nil {
+			hs.Close()
+		}
+		wg.Wait()
+	}()
+	if runSales != nil {
+		wg.Go(func() {
+			if err := runSales(ctx); err != nil && ctx.Err() == nil {
+				log.Error("sales stopped", "err", err)
+			}
+		})
 	}
 	// The ticket holder's page (not on ingest-only instances: binding a
 	// phone re-issues) and the ops dashboard share the listener.
@@ -197,19 +218,19 @@ func cmdServe(args []string, stdout io.Writer, now func() time.Time) error {
 		return err
 	}
 	dash.Register(web)
-	go dash.Run(ctx)
+	wg.Go(func() { dash.Run(ctx) })
 	handler = web
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
+	hs = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("HTTP API stopped", "err", err)
 			stop()
 		}
-	}()
+	})
 	log.Info("gatesync serving", "dir", *dir, "api", scheme+"://"+ln.Addr().String(), "root", verify.Fingerprint(c.RootPublic()))
 	// gatesync.service is Type=notify: READY, watchdog pings, STOPPING.
 	sd := sdnotify.New(log.With("component", "systemd"))
-	go sd.Serve(ctx, "serving "+ln.Addr().String(), nil)
+	wg.Go(func() { sd.Serve(ctx, "serving "+ln.Addr().String(), nil) })
 	err = srv.Run(ctx)
 	sd.Stopping()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

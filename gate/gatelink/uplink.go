@@ -91,7 +91,10 @@ func (u *uplink) ack(a *wire.Ack) {
 	if a.Instance != u.inst {
 		return // for an earlier store of this gate: nothing of ours
 	}
-	if now := u.o.Now(); !a.SentAt.IsZero() && now.Sub(a.SentAt) < time.Minute { // a stale ack says nothing of the clock
+	// A stale ack says nothing of the clock, and neither does one sent
+	// "after" now: the wall clock was set back between the batch and its
+	// ack, and the round trip it would measure straddles that step.
+	if now := u.o.Now(); !a.SentAt.IsZero() && !a.SentAt.After(now) && now.Sub(a.SentAt) < time.Minute {
 		// NTP's estimate: the centre's time spent storing the batch is
 		// taken out of the round trip.
 		recv := a.ReceivedAt

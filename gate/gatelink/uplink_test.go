@@ -165,5 +165,12 @@ func TestUplinkClockOffset(t *testing.T) {
 		if u.offsetMs != 5000 {
 			t.Errorf("a stale ack moved the offset to %d ms", u.offsetMs)
 		}
+		// The gate's clock was set back 4 h between the batch and its ack:
+		// the batch seems sent in the future, and its round trip is no sample.
+		future := time.Now().Add(4 * time.Hour)
+		u.ack(&wire.Ack{Instance: "i1", SentAt: future, ReceivedAt: future.Add(time.Second), CentreAt: future.Add(time.Second)})
+		if u.offsetMs != 5000 {
+			t.Errorf("an ack of a batch sent after now moved the offset to %d ms", u.offsetMs)
+		}
 	})
 }
